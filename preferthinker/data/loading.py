@@ -1,0 +1,160 @@
+"""From official-schema records to what TRL's trainers and our generator take.
+
+One function builds a sample's prompt for every consumer (SFT, GRPO, evaluation, the Assessor):
+``sample_inputs``. Images are loaded once with ``prompting.load_image`` at the model's pixel bounds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+from preferthinker.data.schema import PreferenceRecord, SchemaError, default_image_root, resolve_image
+from preferthinker.prompting import ImageLoadError, assistant_message, build_messages, load_image, system_prompt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """How prompts are written and images sized; identical for training, evaluation and serving."""
+
+    style: str = "official"
+    system: str | None = "official"
+    max_refs: int = 5
+    min_pixels: int = 4 * 28 * 28
+    max_pixels: int = 16384 * 28 * 28
+
+    @classmethod
+    def from_cfg(cls, prompt_cfg: Any, model_cfg: Any) -> PromptSpec:
+        return cls(
+            style=str(prompt_cfg.style),
+            system=None if prompt_cfg.system in (None, "none") else str(prompt_cfg.system),
+            max_refs=int(prompt_cfg.max_refs),
+            min_pixels=int(model_cfg.min_pixels),
+            max_pixels=int(model_cfg.max_pixels),
+        )
+
+
+def image_root_for(path: str | os.PathLike, image_root: str | os.PathLike | None) -> Path:
+    return Path(image_root) if image_root else default_image_root(path)
+
+
+def load_record_images(rec: PreferenceRecord, image_root: Path, spec: PromptSpec, *, where: str = "") -> tuple[list, list, Image.Image, Image.Image]:
+    """Open and resize the images one sample uses (the first ``max_refs`` references per side)."""
+
+    def one(rel: str, fld: str) -> Image.Image:
+        path = resolve_image(image_root, rel, fld=fld)
+        return load_image(path, spec.min_pixels, spec.max_pixels, what=f"{where}field {fld} ({rel})")
+
+    liked = [one(p, f"prefered_images[{i}]") for i, p in enumerate(rec.preferred[: spec.max_refs])]
+    disliked = [one(p, f"non_prefered_images[{i}]") for i, p in enumerate(rec.non_preferred[: spec.max_refs])]
+    return liked, disliked, one(rec.image_a, "imageA"), one(rec.image_b, "imageB")
+
+
+def sample_inputs(rec: PreferenceRecord, image_root: Path, spec: PromptSpec, *, embed_images: bool = False, where: str = "") -> tuple[list[dict], list[Image.Image]]:
+    """(chat messages, images) of one record's prompt, official order."""
+    liked, disliked, a, b = load_record_images(rec, image_root, spec, where=where)
+    return build_messages(liked, disliked, a, b, style=spec.style, system=spec.system, max_refs=spec.max_refs, embed_images=embed_images)
+
+
+def content_seed(rec: PreferenceRecord) -> int:
+    """A stable integer per record for the image-similarity reward (same content for pred and truth):
+    the record's own ``content_seed`` when the synthetic engine stored one, else a CRC of its first
+    preferred image path."""
+    seed = rec.extra.get("content_seed")
+    return int(seed) if seed is not None else zlib.crc32(rec.preferred[0].encode("utf-8"))
+
+
+def _prompt_tokens(processor: Any, messages: list[dict], images: Sequence[Image.Image], completion: str | None) -> int:
+    """Exact sequence length the model will see: template tokens + image tokens (+ response)."""
+    tok = processor.tokenizer
+    text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    n = len(tok(text, add_special_tokens=False)["input_ids"])
+    merge = getattr(processor.image_processor, "merge_size", 2)
+    for im in images:  # each <|image_pad|> expands to (h/28)*(w/28) tokens
+        n += (im.height // (14 * merge)) * (im.width // (14 * merge)) - 1
+    if completion is not None:
+        n += len(tok(completion + "<|im_end|>\n", add_special_tokens=False)["input_ids"])
+    return n
+
+
+def build_examples(
+    records: Sequence[PreferenceRecord],
+    image_root: Path,
+    spec: PromptSpec,
+    *,
+    kind: str,
+    processor: Any = None,
+    max_length: int | None = None,
+    source: str = "",
+    desc: str = "loading samples",
+) -> list[dict]:
+    """Rows for TRL: ``kind="sft"`` -> prompt, completion, images; ``kind="grpo"`` -> prompt, images and
+    the reward columns (solution, prefer_attributes, non_prefer_attributes, reference_prompt_list,
+    content_seed).
+
+    A sample with an unreadable image is skipped and counted (the run goes on: one corrupt file must not
+    cost a training run); if every sample is bad, that is an error. A sample longer than ``max_length``
+    tokens is an error naming it: truncation would cut image tokens or the answer.
+    """
+    rows: list[dict] = []
+    bad: list[str] = []
+    for i, rec in enumerate(tqdm(records, desc=desc, disable=len(records) < 200 or os.environ.get("RANK", "0") != "0")):
+        where = f"{source} record {i}: "
+        try:
+            messages, images = sample_inputs(rec, image_root, spec, where=where)
+        except (ImageLoadError, SchemaError) as e:
+            bad.append(str(e))
+            continue
+        if kind == "sft":
+            if not rec.response:
+                raise SchemaError(source, i, "conversations[1].value", "SFT needs a response (the CoT target)")
+            row = {"prompt": messages, "completion": [assistant_message(rec.response)], "images": images}
+        elif kind == "grpo":
+            row = {
+                "prompt": messages,
+                "images": images,
+                "solution": rec.label,
+                "prefer_attributes": rec.prefer_attributes,
+                "non_prefer_attributes": rec.non_prefer_attributes,
+                "reference_prompt_list": rec.reference_prompt_list,
+                "content_seed": content_seed(rec),
+            }
+        else:
+            raise ValueError(f"kind must be 'sft' or 'grpo', got {kind!r}")
+        if processor is not None and max_length is not None:
+            n = _prompt_tokens(processor, messages, images, rec.response if kind == "sft" else None)
+            if n > max_length:
+                raise SchemaError(
+                    source, i, None,
+                    f"sample is {n} tokens, more than max_length={max_length}; raise max_length, lower the image "
+                    f"bounds (model.max_pixels) or the reference count (prompt.max_refs) - it is never truncated",
+                )
+        rows.append(row)
+    if bad:
+        log.warning("skipped %d of %d samples with unreadable images; first: %s", len(bad), len(records), bad[0])
+    if not rows:
+        raise SchemaError(source, None, None, f"no usable sample ({len(bad)} had unreadable images; first: {bad[0] if bad else '-'})")
+    return rows
+
+
+def corpus_for_tokenizer(records: Sequence[PreferenceRecord], spec: PromptSpec) -> list[str]:
+    """Texts the tiny model's tokenizer is trained on: the prompt texts and every response."""
+    from preferthinker import prompting
+
+    texts = [prompting.PREF_INTRO, prompting.NONPREF_INTRO, prompting.CANDIDATES_INTRO, prompting.FINAL_INSTRUCTION, "Image A", "Image B"]
+    texts += list(prompting.COMPACT_TEXTS.values()) + [prompting.COMPACT_SYSTEM]
+    sp = system_prompt(spec.system) if spec.system else None
+    if sp:
+        texts.append(sp)
+    texts += [r.response for r in records if r.response]
+    return texts

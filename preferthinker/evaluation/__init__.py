@@ -1,0 +1,1 @@
+"""Evaluation: per-sample prediction records -> metrics (``metrics``) -> results.json / results.md / plots (``report``)."""

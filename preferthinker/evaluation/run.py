@@ -1,0 +1,300 @@
+"""The evaluation recipe: every claim of the project is measured here.
+
+bench subsets (official layout) -> for each system (the checkpoint, baselines) -> batched greedy
+generation, both A/B orders -> per-sample predictions (JSONL, resumable, sharded across processes) ->
+metrics per subset -> results.json, results.md (Table-1 style), plots.
+
+Sharding: the ordered list of (sample, orientation) items is cut into fixed batches and batch j goes to
+rank j % world_size, so every batch is identical whatever the number of processes and sharded runs give
+the same outputs as one process. Each rank appends to its own predictions file after every batch; a
+restarted run skips what is already scored.
+
+    python scripts/eval.py                                  # newest tiny checkpoint on the synthetic splits
+    python scripts/eval.py model.path=/ckpt/PreferThinker bench.root=data/PreferImg-Bench prompt=official ...
+    accelerate launch --num_processes 8 scripts/eval.py ... run_dir=outputs/eval/7b
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from preferthinker.data.loading import PromptSpec, sample_inputs
+from preferthinker.data.schema import PreferenceRecord, SchemaError, default_image_root, load_bench, subset_paths
+from preferthinker.prompting import ImageLoadError
+from preferthinker.response import parse_response
+from preferthinker.runtime import ConfigError, check, is_main_process, rank, setup_run, world_size, write_json
+
+log = logging.getLogger("preferthinker.eval")
+
+SYSTEMS = ("model", "base", "random", "pixel")
+
+
+# --------------------------------------------------------------------------------------------------
+# items and records
+
+
+def load_subsets(root: str, subsets: Sequence[str] | None, max_samples: int | None) -> dict[str, tuple[list[PreferenceRecord], Path]]:
+    """{subset: (records, image_root)}; image existence is checked per sample later (a corrupt sample
+    is counted, not fatal), everything else about the file is checked now."""
+    out = {}
+    for name, path in subset_paths(root, list(subsets) if subsets else None).items():
+        recs = load_bench(path, validate_images=False)
+        out[name] = (recs[: max_samples] if max_samples else recs, default_image_root(path))
+    return out
+
+
+def base_record(subset: str, index: int, rec: PreferenceRecord, swapped: bool) -> dict:
+    shown = rec.swapped() if swapped else rec
+    return {
+        "subset": subset, "index": index, "pair_id": f"{subset}:{index}", "user_id": rec.user_id, "swapped": swapped,
+        "label": shown.label, "true_preference": rec.prefer_attributes, "true_non_preference": rec.non_prefer_attributes,
+        "true_scores_a": shown.extra.get("true_scores_a"), "true_scores_b": shown.extra.get("true_scores_b"),
+    }
+
+
+def with_response(rec: dict, text: str | None, error: str | None = None) -> dict:
+    a = parse_response(text or "")
+    rec.update(raw=text, answer=a.answer, format_ok=a.format_ok, scores_a=a.scores_a, scores_b=a.scores_b,
+               total_a=a.total_a, total_b=a.total_b, pred_preference=a.preference, pred_non_preference=a.non_preference,
+               error=error)
+    return rec
+
+
+# --------------------------------------------------------------------------------------------------
+# systems: each maps a batch of (record, swapped) items to response texts (or errors)
+
+
+def model_system(path: str, cfg: DictConfig, spec: PromptSpec) -> Callable:
+    import torch
+
+    from preferthinker.evaluation.generate import GenerationSettings, Generator
+    from preferthinker.modeling import load_model_and_processor
+
+    device = f"cuda:{int(__import__('os').environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    model, processor = load_model_and_processor(path, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
+                                                device=device, min_pixels=spec.min_pixels, max_pixels=spec.max_pixels)
+    g = cfg.generation
+    gen = Generator(model, processor, GenerationSettings(max_new_tokens=int(g.max_new_tokens), repetition_penalty=float(g.repetition_penalty),
+                                                         batch_size=int(g.batch_size)))
+
+    def respond(items: list[tuple[PreferenceRecord, Path, bool, str]]) -> list[tuple[str | None, str | None]]:
+        out: list[tuple[str | None, str | None]] = [(None, None)] * len(items)
+        prompts, where = [], []
+        for k, (rec, root, swapped, tag) in enumerate(items):
+            try:
+                msgs, _ = sample_inputs(rec.swapped() if swapped else rec, root, spec, embed_images=True, where=f"{tag}: ")
+                prompts.append(msgs)
+                where.append(k)
+            except (ImageLoadError, SchemaError) as e:
+                out[k] = (None, str(e))
+        for k, text in zip(where, gen.generate(prompts) if prompts else [], strict=True):
+            out[k] = (text, None)
+        return out
+
+    return respond
+
+
+def random_system(seed: int) -> Callable:
+    """Coin flip per item (seeded by the item, so it is stable across shards and restarts)."""
+
+    def respond(items):
+        out = []
+        for rec, _, swapped, tag in items:
+            ans = random.Random(f"{seed}:{tag}:{swapped}").choice(["Image A", "Image B"])
+            out.append((f"<answer>{ans}</answer>", None))
+        return out
+
+    return respond
+
+
+def pixel_system(spec: PromptSpec) -> Callable:
+    """The non-learned pixel-statistics baseline of the synthetic data engine, rendered through the
+    response contract so that the same metrics apply (profiles, answer)."""
+    from preferthinker.data.synthetic.baseline import baseline_predict
+
+    def respond(items):
+        out = []
+        for rec, root, swapped, tag in items:
+            try:
+                pred = baseline_predict(rec.swapped() if swapped else rec, root)
+            except (ImageLoadError, SchemaError, OSError) as e:
+                out.append((None, f"{tag}: {e}"))
+                continue
+            parts = []
+            if pred.get("preference"):
+                parts.append("<visual preference profile>\n" + ",\n".join(f'"{k}": "{v}"' for k, v in pred["preference"].items()) + "\n</visual preference profile>")
+            if pred.get("non_preference"):
+                parts.append("<visual non-preference profile>\n" + ",\n".join(f'"{k}": "{v}"' for k, v in pred["non_preference"].items()) + "\n</visual non-preference profile>")
+            parts.append(f"<answer>{pred['answer']}</answer>")
+            out.append(("\n\n".join(parts), None))
+        return out
+
+    return respond
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
+
+
+def resolve_model_path(path: Any) -> str:
+    from preferthinker.train.grpo import latest_final
+
+    if path in (None, "latest"):
+        for stage in ("grpo", "sft"):
+            try:
+                return latest_final(stage)
+            except ConfigError:
+                continue
+        raise ConfigError("model.path=latest: no finished run under outputs/grpo or outputs/sft; pass model.path=<checkpoint>")
+    if path in ("latest_sft", "latest_grpo"):
+        return latest_final(path.split("_")[1])
+    if not Path(str(path)).is_dir():
+        from preferthinker.modeling import ModelLoadError
+
+        raise ModelLoadError(f"model.path={path}: no such checkpoint folder. Pass the folder of a trained run "
+                             f"(outputs/<stage>/<run>/final) or a downloaded Qwen2.5-VL / PreferThinker checkpoint.")
+    return str(path)
+
+
+def _read_done(files: Sequence[Path]) -> dict[tuple, dict]:
+    done: dict[tuple, dict] = {}
+    for f in files:
+        if not f.is_file():
+            continue
+        for line in f.read_text(encoding="utf-8").splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a crash: re-score it
+                continue
+            done[(r["index"], bool(r["swapped"]))] = r
+    return done
+
+
+def score_system(name: str, respond: Callable, data: dict, cfg: DictConfig, pred_dir: Path) -> dict[str, list[dict]]:
+    """Run one system over every subset, resumably and sharded; returns all records (rank 0 after merge)."""
+    bs = int(cfg.generation.batch_size)
+    rk, ws = rank(), world_size()
+    for subset, (recs, root) in data.items():
+        items = [(i, sw) for i in range(len(recs)) for sw in ((False, True) if cfg.bench.swap else (False,))]
+        batches = [items[j : j + bs] for j in range(0, len(items), bs)]
+        mine = [b for j, b in enumerate(batches) if j % ws == rk]
+        out_file = pred_dir / name / f"{subset}.rank{rk}.jsonl"
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        done = _read_done([out_file])
+        todo = [b for b in mine if any(key not in done for key in b)]
+        if len(todo) < len(mine):
+            log.info("%s/%s: %d of %d batches already scored (resuming)", name, subset, len(mine) - len(todo), len(mine))
+        with open(out_file, "a", encoding="utf-8") as fh:
+            for batch in tqdm(todo, desc=f"{name} {subset}", disable=not is_main_process() or not todo):
+                batch = [key for key in batch if key not in done]
+                texts = respond([(recs[i], root, sw, f"{subset} record {i}") for i, sw in batch])
+                for (i, sw), (text, err) in zip(batch, texts, strict=True):
+                    fh.write(json.dumps(with_response(base_record(subset, i, recs[i], sw), text, err)) + "\n")
+                fh.flush()
+    _barrier()
+    merged: dict[str, list[dict]] = {}
+    for subset in data:
+        rows = _read_done(sorted((pred_dir / name).glob(f"{subset}.rank*.jsonl")))
+        merged[subset] = [rows[k] for k in sorted(rows)]
+    return merged
+
+
+def _barrier() -> None:
+    if world_size() > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+
+
+def validate(cfg: DictConfig) -> None:
+    for s in cfg.systems:
+        check(s in SYSTEMS, "systems", list(cfg.systems), f"unknown system {s!r}; choose from {SYSTEMS}")
+    check(int(cfg.generation.batch_size) >= 1, "generation.batch_size", cfg.generation.batch_size, "use >= 1")
+    check(0 < int(cfg.generation.max_new_tokens) <= 32768, "generation.max_new_tokens", cfg.generation.max_new_tokens, "use 1..32768")
+    check(float(cfg.generation.repetition_penalty) > 0, "generation.repetition_penalty", cfg.generation.repetition_penalty, "use > 0 (1.0 = off)")
+    if cfg.bench.max_samples is not None:
+        check(int(cfg.bench.max_samples) >= 1, "bench.max_samples", cfg.bench.max_samples, "use >= 1 or null")
+
+
+def run(cfg: DictConfig) -> dict:
+    validate(cfg)
+    if world_size() > 1:  # form the process group before anything waits on it
+        from accelerate import PartialState
+
+        PartialState()
+    run_dir = setup_run(cfg, "eval")
+    spec = PromptSpec.from_cfg(cfg.prompt, cfg.model)
+    data = load_subsets(str(cfg.bench.root), cfg.bench.subsets, cfg.bench.max_samples)
+    log.info("subsets: %s", ", ".join(f"{k} ({len(v[0])})" for k, v in data.items()))
+
+    all_records: dict[str, dict[str, list[dict]]] = {}
+    timings: dict[str, float] = {}
+    model_path = None
+    label = {"model": "PreferThinker", "base": "Base model", "random": "Random", "pixel": "Pixel-statistics baseline"}
+    extra = dict(cfg.get("extra_models") or {})  # {label: checkpoint}: more checkpoints side by side (ablations)
+    for name in list(cfg.systems) + [f"extra:{k}" for k in extra]:
+        if name.startswith("extra:"):
+            label[name] = name[len("extra:"):]
+            respond = model_system(resolve_model_path(extra[label[name]]), cfg, spec)
+        elif name == "model":
+            model_path = resolve_model_path(cfg.model.path)
+            respond = model_system(model_path, cfg, spec)
+        elif name == "base":
+            respond = model_system(resolve_base_path(cfg), cfg, spec)
+        elif name == "random":
+            respond = random_system(int(cfg.seed))
+        else:
+            respond = pixel_system(spec)
+        t0 = time.time()
+        all_records[name] = score_system(name.replace("extra:", "extra_").replace("/", "_"), respond, data, cfg, run_dir / "predictions")
+        timings[name] = time.time() - t0
+        del respond
+
+    if not is_main_process():
+        return {}
+    from preferthinker.evaluation.metrics import paired_bootstrap_diff, subset_metrics
+    from preferthinker.evaluation.report import write_report
+
+    def metrics(records: dict[str, list[dict]]) -> dict:
+        return {s: subset_metrics(r, n_boot=int(cfg.metrics.n_boot), seed=int(cfg.seed), compute_similarity=bool(cfg.metrics.similarity))
+                for s, r in records.items()}
+
+    names = list(all_records)
+    main = "model" if "model" in names else names[0]
+    if cfg.get("model_label"):
+        label["model"] = str(cfg.model_label)
+    results: dict[str, Any] = {
+        "system": label[main], "model_path": model_path, "bench_root": str(cfg.bench.root), "seed": int(cfg.seed),
+        "generation": OmegaConf.to_container(cfg.generation, resolve=True), "prompt": OmegaConf.to_container(cfg.prompt, resolve=True),
+        "world_size": world_size(), "subsets": metrics(all_records[main]),
+        "systems": {label[n]: {"subsets": metrics(all_records[n])} for n in names if n != main},
+        "timing_s": {label[n]: round(t, 1) for n, t in timings.items()},
+    }
+    n_items = sum(len(r) for r in all_records[main].values())
+    results["samples_per_s"] = {label[n]: round(sum(len(r) for r in all_records[n].values()) / max(t, 1e-9), 2) for n, t in timings.items()}
+    results["comparisons"] = {
+        f"{label[main]} - {label[n]}": {s: paired_bootstrap_diff(all_records[main][s], all_records[n][s], n_boot=int(cfg.metrics.n_boot), seed=int(cfg.seed))
+                                        for s in all_records[main]}
+        for n in names if n != main
+    }
+    written = write_report(results, run_dir)
+    log.info("scored %d items with %s; report: %s", n_items, label[main], written.get("markdown", run_dir / "results.md"))
+    print((run_dir / "results.md").read_text() if (run_dir / "results.md").is_file() else json.dumps(results["subsets"], indent=1))
+    return results
+
+
+def resolve_base_path(cfg: DictConfig) -> str:
+    """The untrained backbone: `base_model` if set, else the model group's path (the tiny default)."""
+    path = cfg.get("base_model") or cfg.model.get("base_path") or cfg.model.path
+    if path in (None, "latest", "latest_sft", "latest_grpo"):
+        raise ConfigError("systems contains 'base' but no base model is known: pass base_model=<backbone folder>")
+    return resolve_model_path(path)

@@ -1,0 +1,240 @@
+"""The official prompt: system prompt + user message, as chat messages for Qwen2.5-VL and TRL.
+
+User-message order (official eval script): preference intro, preferred images, non-preference intro,
+non-preferred images, candidates intro, "Image A", A, "Image B", B, final instruction.
+
+Images are loaded and resized here, once, with the Qwen2.5-VL convention (``smart_resize``: both
+sides multiples of 28, pixel count within [min_pixels, max_pixels]), so training, evaluation and the
+Assessor feed the processor identical pixels.
+
+Two prompt styles:
+- ``official``: the released system prompt (with its two worked examples) and the exact user texts.
+  Use it with real Qwen2.5-VL checkpoints and the released PreferThinker model.
+- ``compact``: a short system prompt and short user texts with the same structure and order. The tiny
+  CPU default uses it: the official system prompt alone is ~2k tokens, more than the whole sample.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+# --- official texts (eval_PreferThinker.py of the released code; the double space is original) ---
+PREF_INTRO = (
+    "First, given the following user's historical preferred images. Please integrate the common stylistic "
+    "attributes from historical preference images into the <visual preference profile> </visual preference "
+    "profile> tags. Focusing on FIVE attributes: artistic style, Color, Artistic Medium, Saturation, Detail. "
+    "Please generate responses with varied word choices, avoiding unnecessary repetition."
+)
+NONPREF_INTRO = (
+    "Second, given the following user's historical non-preferred images. Please integrate the common "
+    "stylistic attributes from historical non-preference images into the <visual non-preference profile> "
+    "</visual non-preference profile> tags. Focusing on FIVE attributes: Artistic style, Color, Artistic "
+    "Medium, Saturation, Detail. Please generate responses with varied word choices, avoiding unnecessary "
+    "repetition."
+)
+CANDIDATES_INTRO = "Then, given the following  two candidate images: Image A and Image B."
+FINAL_INSTRUCTION = (
+    "Using the predicted preference profile and non-preference profile, please analyze and score the two "
+    "images across five dimensions. Sum the scores from the five dimensions to obtain a total score, and "
+    "determine which image the user prefers based on the total score. First, enclose the preferference "
+    "profile within <visual preference profile> and </visual preference profile>, and the non-preferred "
+    "profile within <visual non-preference profile> and </visual non-preference profile>. Then, place the "
+    "multi-dimensional analysis and scoring of the two images within <think> and </think>. Finally, provide "
+    "the selected answer between <answer> and </answer> tags. The answer should be in the format: "
+    "<answer>Image A</answer> or <answer>Image B</answer>"
+)
+
+# --- compact texts (ours): same structure, a fraction of the tokens ---
+COMPACT_SYSTEM = (
+    "Predict the user's visual preference profile and non-preference profile (Art Styles, Color, Artistic "
+    "Medium, Saturation, Detail) from the reference images. Score Image A and Image B from 0 to 5 on each "
+    "element with a rationale, sum the scores, and answer with the image of higher total."
+)
+COMPACT_TEXTS = {
+    "pref": "Preferred images:",
+    "nonpref": "Non-preferred images:",
+    "candidates": "Candidates:",
+    "final": "Profiles, scores, totals, answer.",
+}
+
+STYLES = ("official", "compact")
+MAX_REFERENCES = 5  # official protocol: first 5 preferred and first 5 non-preferred
+
+# Qwen2.5-VL pixel conventions (qwen-vl-utils defaults; the tiny default overrides both to 56*56).
+IMAGE_FACTOR = 28
+DEFAULT_MIN_PIXELS = 4 * 28 * 28
+DEFAULT_MAX_PIXELS = 16384 * 28 * 28
+# Refuse to decode anything above this many pixels (decompression-bomb guard, ~ 16k x 16k).
+MAX_DECODE_PIXELS = 268_435_456
+
+
+class ImageLoadError(ValueError):
+    """An image that is missing, is not an image, is corrupt, or is absurdly large."""
+
+
+@lru_cache(maxsize=None)
+def official_system_prompt() -> str:
+    """The released training system prompt, verbatim (two worked examples, ``"ArtisticMedium"`` keys)."""
+    return resources.files("preferthinker.prompts").joinpath("official_system_prompt.txt").read_text("utf-8")
+
+
+def system_prompt(style: str = "official") -> str | None:
+    """System prompt text for a style: ``official``, ``compact`` or ``none`` (no system turn)."""
+    if style == "official":
+        return official_system_prompt()
+    if style == "compact":
+        return COMPACT_SYSTEM
+    if style in ("none", None):
+        return None
+    raise ValueError(f"unknown system prompt style {style!r}; choose one of official, compact, none")
+
+
+def smart_resize_dims(height: int, width: int, min_pixels: int, max_pixels: int, factor: int = IMAGE_FACTOR) -> tuple[int, int]:
+    """Qwen2.5-VL's resize rule: sides multiples of ``factor``, area within [min_pixels, max_pixels],
+    aspect ratio kept as closely as those allow (same arithmetic as qwen-vl-utils' ``smart_resize``)."""
+    if min(height, width) <= 0:
+        raise ImageLoadError(f"image has an empty side ({width}x{height})")
+    if max(height, width) / min(height, width) > 200:
+        raise ImageLoadError(f"aspect ratio {max(height, width) / min(height, width):.0f} exceeds 200")
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def load_image(
+    image: ImageLike,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    what: str = "image",
+) -> Image.Image:
+    """Open (path, PIL image or HxWx3 array), convert to RGB and resize with the Qwen2.5-VL rule.
+
+    Raises ImageLoadError naming ``what`` (e.g. "record 3 field imageA (a.png)") for a missing file,
+    a file that is not an image, a truncated/corrupt file, or a decompression bomb.
+    """
+    if isinstance(image, Image.Image):
+        img = image
+    elif isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 2:
+            arr = np.stack([arr] * 3, axis=-1)
+        if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+            raise ImageLoadError(f"{what}: array must be HxW, HxWx3 or HxWx4, got shape {arr.shape}")
+        if arr.dtype != np.uint8:
+            arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr)
+    else:
+        path = Path(image)
+        if not path.exists():
+            raise ImageLoadError(f"{what}: file does not exist: {path}")
+        if not path.is_file():
+            raise ImageLoadError(f"{what}: not a file: {path}")
+        previous_limit = Image.MAX_IMAGE_PIXELS
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS  # PIL's own guard, restored below
+                with Image.open(path) as opened:
+                    w, h = opened.size
+                    if w * h > MAX_DECODE_PIXELS:
+                        raise ImageLoadError(f"{what}: {w}x{h} pixels exceeds the decode limit ({MAX_DECODE_PIXELS}): {path}")
+                    opened.load()
+                    img = opened.copy()
+        except ImageLoadError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ImageLoadError(f"{what}: refused a decompression bomb {path}: {e}") from None
+        except (OSError, SyntaxError, ValueError) as e:  # PIL raises these for non-images / truncation
+            raise ImageLoadError(f"{what}: cannot read {path} as an image ({type(e).__name__}: {e})") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous_limit
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    h, w = smart_resize_dims(img.height, img.width, min_pixels, max_pixels)
+    if (w, h) != img.size:
+        img = img.resize((w, h), Image.Resampling.BICUBIC)
+    return img
+
+
+def build_messages(
+    liked: Sequence[Any],
+    disliked: Sequence[Any],
+    image_a: Any,
+    image_b: Any,
+    *,
+    style: str = "official",
+    system: str | None = "official",
+    final_instruction: str | None = None,
+    max_refs: int = MAX_REFERENCES,
+    embed_images: bool = True,
+) -> tuple[list[dict], list[Any]]:
+    """Build the chat messages of one sample and the images in the order they appear.
+
+    ``liked``/``disliked``/``image_a``/``image_b`` are whatever the caller wants placed in the image
+    blocks (usually PIL images already passed through ``load_image``). Only the first ``max_refs`` of
+    each reference list are used (official protocol: 5).
+
+    With ``embed_images=True`` each image block carries ``{"type": "image", "image": obj}`` (processor
+    ``apply_chat_template`` style). With False the blocks are bare ``{"type": "image"}`` placeholders
+    and the images travel separately, as TRL's ``images`` column expects; TRL keeps typed blocks that
+    already hold image placeholders, so the official interleaving survives.
+
+    Returns ``(messages, images)`` where ``images = liked[:k] + disliked[:k] + [image_a, image_b]``.
+    """
+    if style not in STYLES:
+        raise ValueError(f"unknown prompt style {style!r}; choose one of {STYLES}")
+    if len(liked) < 1 or len(disliked) < 1:
+        raise ValueError(f"need at least one liked and one disliked reference, got {len(liked)} and {len(disliked)}")
+    if max_refs < 1:
+        raise ValueError(f"max_refs must be >= 1, got {max_refs}")
+    liked, disliked = list(liked)[:max_refs], list(disliked)[:max_refs]
+    texts = (
+        {"pref": PREF_INTRO, "nonpref": NONPREF_INTRO, "candidates": CANDIDATES_INTRO, "final": FINAL_INSTRUCTION}
+        if style == "official"
+        else COMPACT_TEXTS
+    )
+    final = texts["final"] if final_instruction is None else final_instruction
+
+    def img(obj: Any) -> dict:
+        return {"type": "image", "image": obj} if embed_images else {"type": "image"}
+
+    content: list[dict] = [{"type": "text", "text": texts["pref"]}]
+    content += [img(x) for x in liked]
+    content.append({"type": "text", "text": texts["nonpref"]})
+    content += [img(x) for x in disliked]
+    content.append({"type": "text", "text": texts["candidates"]})
+    content += [{"type": "text", "text": "Image A"}, img(image_a), {"type": "text", "text": "Image B"}, img(image_b)]
+    content.append({"type": "text", "text": final})
+
+    messages: list[dict] = []
+    sys_text = system_prompt(system) if system in ("official", "compact", "none", None) else system
+    if sys_text:
+        messages.append({"role": "system", "content": [{"type": "text", "text": sys_text}]})
+    messages.append({"role": "user", "content": content})
+    return messages, liked + disliked + [image_a, image_b]
+
+
+def assistant_message(text: str) -> dict:
+    """The assistant turn of an SFT sample."""
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}

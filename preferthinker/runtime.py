@@ -1,0 +1,136 @@
+"""Run plumbing shared by the entry points: run directory, logging, resolved config, clean errors.
+
+Kept apart from the recipes so `train/sft.py`, `train/grpo.py` and `evaluation/` read as recipes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("preferthinker")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key, the value and the fix."""
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def run_id() -> str:
+    """Run folder name. Multi-process launches must agree on it: $PT_RUN_ID, else the launcher's
+    TORCHELASTIC_RUN_ID, else (single process) a timestamp."""
+    if os.environ.get("PT_RUN_ID"):
+        return os.environ["PT_RUN_ID"]
+    if world_size() > 1:
+        rid = os.environ.get("TORCHELASTIC_RUN_ID", "")
+        if rid and rid != "none":
+            return rid
+        raise ConfigError(
+            "several processes were launched but no shared run directory was given: pass run_dir=<folder> "
+            "(or set PT_RUN_ID) so that every rank writes to the same place"
+        )
+    return _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+
+
+def register_resolvers() -> None:
+    """Register ${run_id:} for the Hydra configs (idempotent)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("run_id"):
+        OmegaConf.register_new_resolver("run_id", lambda: run_id(), use_cache=True)
+
+
+def setup_run(cfg: Any, name: str) -> Path:
+    """Create the run dir, log to console + <run_dir>/<name>.log on rank 0, save the resolved config."""
+    from omegaconf import OmegaConf
+
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    level = logging.INFO if is_main_process() else logging.WARNING
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    root = logging.getLogger("preferthinker")
+    root.setLevel(level)
+    root.propagate = False
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(fmt)
+    root.addHandler(console)
+    if is_main_process():
+        fh = logging.FileHandler(run_dir / f"{name}.log")
+        fh.setFormatter(fmt)
+        root.addHandler(fh)
+        (run_dir / f"{name}_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    log.info("run directory: %s", run_dir.resolve())
+    return run_dir
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (a crash never leaves half a results file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean 'your input is wrong' (reported as one paragraph, exit code 2)."""
+    from preferthinker.data.schema import SchemaError
+    from preferthinker.prompting import ImageLoadError
+
+    errors: list[type[BaseException]] = [ConfigError, SchemaError, ImageLoadError, FileNotFoundError]
+    try:
+        from preferthinker.modeling import ModelLoadError
+
+        errors.append(ModelLoadError)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from omegaconf.errors import OmegaConfBaseException
+
+        errors.append(OmegaConfBaseException)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+def run_entry(fn: Callable[[Any], Any], cfg: Any) -> Any:
+    """Call an entry point's ``run(cfg)``: user errors become a one-paragraph message and exit 2;
+    anything else keeps its traceback (a bug we want to see). Ctrl-C exits 130."""
+    try:
+        return fn(cfg)
+    except user_errors() as e:
+        msg = f"error: {e}"
+        log.error(msg) if log.handlers else None
+        print(f"\n{msg}\n", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("\ninterrupted: completed work (checkpoints, scored samples) is kept in the run directory", file=sys.stderr)
+        sys.exit(130)
+    except Exception:
+        log.error("unexpected error:\n%s", traceback.format_exc()) if log.handlers else None
+        raise
+
+
+def check(cond: bool, key: str, value: Any, fix: str) -> None:
+    """Raise ConfigError naming ``key`` and ``value`` with ``fix`` unless ``cond``."""
+    if not cond:
+        raise ConfigError(f"{key}={value!r}: {fix}")

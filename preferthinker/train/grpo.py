@@ -1,0 +1,141 @@
+"""Stage 2 recipe: GRPO from the SFT checkpoint with format, accuracy and profile-prediction rewards.
+
+Reads top to bottom: config checks -> run dir -> records -> model (the SFT checkpoint) -> rewards from
+the registry -> TRL dataset (prompt + images + reward columns) -> GRPOConfig -> train (resume) ->
+final HF directory -> curves + results.json.
+
+TRL logs, every step, `rewards/<name>/mean|std` for each reward (accuracy = answer accuracy, format =
+format rate, pref_profile / nonpref_profile = profile similarity), `reward`, `reward_std`, `kl`,
+`completions/mean_length` and `frac_reward_zero_std`.
+
+    python scripts/train_grpo.py                                  # tiny default: continues the newest SFT run
+    python scripts/train_grpo.py model.path=outputs/sft/<run>/final reward=acc_format
+    accelerate launch --num_processes 8 scripts/train_grpo.py model=qwen2_5_vl_7b model.path=... deepspeed=zero3 run_dir=...
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from preferthinker.data.loading import PromptSpec, build_examples, image_root_for
+from preferthinker.data.schema import load_train_jsonl
+from preferthinker.runtime import ConfigError, check, is_main_process, setup_run, write_json
+from preferthinker.train.sft import distributed_report, restore_checkpoint_weights, fault_injection_callbacks, make_args, peft_config, plot_curves, resume_target, save_final, trainer_kwargs, validate_common
+
+log = logging.getLogger("preferthinker.grpo")
+
+
+def validate(cfg: DictConfig) -> None:
+    validate_common(cfg)
+    t = cfg.trainer
+    g = int(t.num_generations)
+    check(g >= 2, "trainer.num_generations", g, "GRPO needs at least 2 completions per prompt")
+    per_step = int(t.per_device_train_batch_size) * int(t.get("gradient_accumulation_steps", 1))
+    check(per_step % g == 0, "trainer.per_device_train_batch_size*gradient_accumulation_steps", per_step,
+          f"must be a multiple of num_generations={g} (the batch counts completions, not prompts)")
+    check(int(t.max_completion_length) >= 16, "trainer.max_completion_length", t.max_completion_length, "use >= 16 tokens")
+    check(float(t.temperature) > 0, "trainer.temperature", t.temperature, "sampling needs temperature > 0")
+    check(t.loss_type in ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo"), "trainer.loss_type", t.loss_type,
+          "choose grpo, dapo, dr_grpo, bnpo, cispo or sapo")
+    check(str(t.scale_rewards) in ("group", "batch", "none", "True", "False"), "trainer.scale_rewards", t.scale_rewards, "choose group, batch or none")
+    check(float(t.beta) >= 0, "trainer.beta", t.beta, "the KL coefficient cannot be negative")
+
+
+def latest_final(stage: str, root: str | Path = "outputs") -> str:
+    """Newest ``outputs/<stage>/<run>/final`` (for chaining the default pipeline)."""
+    finals = sorted(Path(root, stage).glob("*/final/config.json"), key=lambda p: p.stat().st_mtime)
+    if not finals:
+        raise ConfigError(f"no finished {stage} run under {root}/{stage}/ - run `python scripts/train_{stage}.py` first, "
+                          f"or pass model.path=<checkpoint folder>")
+    return str(finals[-1].parent)
+
+
+def run(cfg: DictConfig) -> dict:
+    validate(cfg)
+    run_dir = setup_run(cfg, "grpo")
+    spec = PromptSpec.from_cfg(cfg.prompt, cfg.model)
+
+    # 1. records (answer-only JSONL; the label and the true profiles feed the rewards)
+    train_path = Path(str(cfg.data.train_grpo))
+    if not train_path.is_file():
+        raise ConfigError(f"data.train_grpo={train_path}: file does not exist (make it with `python scripts/make_data.py`)")
+    image_root = image_root_for(train_path, cfg.data.image_root)
+    records = load_train_jsonl(train_path, image_root)
+    if cfg.data.get("max_samples"):
+        records = records[: int(cfg.data.max_samples)]
+    log.info("records: %d (from %s)", len(records), train_path)
+
+    # 2. policy = the SFT checkpoint
+    from preferthinker.modeling import count_parameters, load_model_and_processor
+
+    model_path = str(cfg.model.path) if cfg.model.path not in (None, "latest_sft") else latest_final("sft")
+    if not (Path(model_path) / "config.json").is_file() and not (Path(model_path) / "adapter_config.json").is_file():
+        raise ConfigError(f"model.path={model_path}: not a checkpoint folder (no config.json). GRPO starts from the SFT "
+                          f"checkpoint: pass model.path=outputs/sft/<run>/final")
+    model, processor = load_model_and_processor(
+        model_path, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
+        freeze_vision=bool(cfg.model.freeze_vision), min_pixels=spec.min_pixels, max_pixels=spec.max_pixels,
+        for_training=True, padding_side="left",
+    )
+    log.info("policy %s: %s parameters", model_path, f"{count_parameters(model)['total']:,}")
+
+    # 3. rewards from the registry; weights go to TRL's reward_weights
+    from preferthinker.rewards import build_rewards
+
+    reward_funcs, reward_weights = build_rewards(cfg.reward)
+    log.info("rewards: %s", ", ".join(f"{f.__name__} x{w}" for f, w in zip(reward_funcs, reward_weights, strict=True)))
+
+    # 4. dataset: conversational prompt (official interleaving via image placeholders) + images + reward columns
+    from datasets import Dataset
+
+    rows = build_examples(records, image_root, spec, kind="grpo", processor=processor, max_length=cfg.get("max_length"), source=str(train_path))
+    train_ds = Dataset.from_list(rows)
+
+    # 5. trainer
+    from trl import GRPOConfig, GRPOTrainer
+
+    kw = trainer_kwargs(cfg, run_dir)
+    kw["reward_weights"] = reward_weights
+    if str(kw.get("scale_rewards")) in ("True", "False"):
+        kw["scale_rewards"] = kw["scale_rewards"] == "True"
+    args = make_args(GRPOConfig, kw)
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_ds,
+                          processing_class=processor, peft_config=peft_config(cfg), callbacks=fault_injection_callbacks())
+
+    resume = resume_target(cfg, Path(args.output_dir))
+    if resume:
+        log.info("resuming from %s", resume)
+        if not cfg.deepspeed.enabled:
+            restore_checkpoint_weights(trainer.model, resume)
+    t0 = time.time()
+    out = trainer.train(resume_from_checkpoint=resume)
+    wall = time.time() - t0
+
+    # 6. outputs
+    dist_info = distributed_report(trainer.model)
+    cfg_for_save = OmegaConf.merge(cfg, {"model": {"path": model_path}})
+    final = save_final(trainer, processor, cfg_for_save, run_dir)
+    history = trainer.state.log_history
+    reward_keys = tuple(k for k in ("reward", *(f"rewards/{f.__name__}/mean" for f in reward_funcs), "completions/mean_length", "kl") if any(k in h for h in history))
+    results = {
+        "stage": "grpo",
+        "init_model": model_path,
+        "final_model": str(final),
+        "train_loss": out.training_loss,
+        "global_step": trainer.state.global_step,
+        "train_prompts": len(train_ds),
+        "train_runtime_s": round(wall, 1),
+        "resumed_from": resume,
+        "distributed": dist_info,
+        "last_logged": {k: next((h[k] for h in reversed(history) if k in h), None) for k in reward_keys},
+    }
+    if is_main_process():
+        plot_curves(history, run_dir / "reward_curves.png", reward_keys, f"GRPO {run_dir.name}")
+        write_json(run_dir / "log_history.json", history)
+        write_json(run_dir / "results.json", results)
+    log.info("GRPO done in %.0fs, final model %s", wall, final)
+    return results

@@ -1,0 +1,118 @@
+"""The SFT recipe on the tiny model: loss masking, a real run, resume after a kill, ZeRO-2/3 on 2 processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO, compose, train_overrides
+
+
+def _rows(mini_data, tiny_model, n=2):
+    from preferthinker.data.loading import PromptSpec, build_examples
+    from preferthinker.data.schema import load_train_jsonl
+    from preferthinker.modeling import load_model_and_processor
+
+    _, processor = load_model_and_processor(tiny_model, padding_side="right")
+    recs = load_train_jsonl(mini_data / "train" / "sft.jsonl")[:n]
+    spec = PromptSpec(style="compact", system="compact", min_pixels=3136, max_pixels=3136)
+    return recs, processor, build_examples(recs, mini_data / "train" / "images", spec, kind="sft", processor=processor, max_length=4096)
+
+
+def test_loss_on_assistant_response_only(mini_data, tiny_model):
+    """With the recipe's settings (prompt/completion rows, completion_only_loss), no prompt, system or
+    image token carries a label; every response token does."""
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    recs, processor, rows = _rows(mini_data, tiny_model)
+    batch = DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True)([dict(r) for r in rows])
+    tok = processor.tokenizer
+    image_id = tok.convert_tokens_to_ids("<|image_pad|>")
+    assert (batch["input_ids"] == image_id).sum() == 2 * 8 * 4  # (3+3 refs + 2 candidates) x 4 tokens, 2 samples
+    labels = batch["labels"]
+    assert not ((labels == image_id).any())
+    for i, rec in enumerate(recs):
+        trained = tok.decode(labels[i][labels[i] != -100])
+        assert trained.startswith(rec.response) and trained[len(rec.response):].strip() in ("<|im_end|>", "")
+        assert "Preferred images:" not in trained and "<|vision_start|>" not in trained
+
+
+def test_too_long_sample_is_an_error_not_a_truncation(mini_data, tiny_model):
+    from preferthinker.data.loading import PromptSpec, build_examples
+    from preferthinker.data.schema import SchemaError, load_train_jsonl
+    from preferthinker.modeling import load_model_and_processor
+
+    _, processor = load_model_and_processor(tiny_model)
+    recs = load_train_jsonl(mini_data / "train" / "sft.jsonl")[:1]
+    with pytest.raises(SchemaError, match=r"record 0: sample is \d+ tokens, more than max_length=50"):
+        build_examples(recs, mini_data / "train" / "images", PromptSpec(style="compact", system="compact", min_pixels=3136, max_pixels=3136),
+                       kind="sft", processor=processor, max_length=50, source="sft.jsonl")
+
+
+def test_sft_run_trains_saves_and_reloads(mini_data, tiny_model, tmp_path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from preferthinker.train.sft import run
+
+    cfg = compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "run", **{"trainer.max_steps": 3, "trainer.save_steps": 2}))
+    res = run(cfg)
+    assert res["global_step"] == 3 and res["train_samples"] == 24
+    final = tmp_path / "run" / "final"
+    model = AutoModelForImageTextToText.from_pretrained(final)
+    AutoProcessor.from_pretrained(final)
+    base = AutoModelForImageTextToText.from_pretrained(tiny_model)
+    changed = [n for (n, p), (_, q) in zip(model.named_parameters(), base.named_parameters()) if not torch.equal(p, q)]
+    assert len(changed) > 0.9 * len(list(model.parameters()))
+    args = torch.load(final / "training_args.bin", weights_only=False)
+    assert args.completion_only_loss is True and args.max_length is None
+    for f in ("results.json", "learning_curve.png", "sft.log", "sft_config.yaml", "log_history.json"):
+        assert (tmp_path / "run" / f).is_file(), f
+
+
+def _sft_cmd(mini_data, tiny_model, run_dir, *extra, launcher=None):
+    over = train_overrides(mini_data, tiny_model, run_dir, **{"trainer.max_steps": 6, "trainer.save_steps": 2, "trainer.save_total_limit": 5})
+    return (launcher or [sys.executable]) + [str(REPO / "scripts" / "train_sft.py"), *over, *extra]
+
+
+def test_resume_after_kill_continues_with_same_data_order(mini_data, tiny_model, tmp_path):
+    from safetensors.torch import load_file
+
+    env = dict(os.environ)
+    ref = subprocess.run(_sft_cmd(mini_data, tiny_model, tmp_path / "ref"), env=env, capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    killed = subprocess.run(_sft_cmd(mini_data, tiny_model, tmp_path / "run"), env={**env, "PT_FAULT_AT_STEP": "5"}, capture_output=True, text=True)
+    assert killed.returncode == -9  # SIGKILL mid-run: after checkpoint-4, before checkpoint-6
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-4").is_dir() and not (tmp_path / "run" / "final").exists()
+    resumed = subprocess.run(_sft_cmd(mini_data, tiny_model, tmp_path / "run"), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["resumed_from"].endswith("checkpoint-4") and res["global_step"] == 6
+    a, b = load_file(tmp_path / "ref" / "final" / "model.safetensors"), load_file(tmp_path / "run" / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_deepspeed_two_processes_train_one_model(mini_data, tiny_model, tmp_path, stage):
+    """torchrun + DeepSpeed (gloo on CPU): the process group forms with 2 ranks and both end with
+    bit-identical parameters."""
+    run_dir = tmp_path / stage
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29500 + (stage == "zero3"))]
+    cmd = _sft_cmd(mini_data, tiny_model, run_dir, f"deepspeed={stage}", "trainer.max_steps=2", "trainer.per_device_train_batch_size=2", launcher=launcher)
+    out = subprocess.run(cmd, env={**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads((run_dir / "results.json").read_text())
+    dist = res["distributed"]
+    assert dist["world_size"] == 2 and dist["backend"] == "gloo" and dist["ranks_agree"], dist
+    assert res["deepspeed_stage"] == int(stage[-1]) and res["global_step"] == 2
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(run_dir / "final")
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in AutoModelForImageTextToText.from_pretrained(tiny_model).parameters())
