@@ -224,10 +224,15 @@ def test_none_only_where_the_reward_does_not_apply(text_only):
     c = cols(3, prefer_attributes=[None, {k: None for k in PREF}, PREF])
     assert pref([GOOD, GOOD, "garbage"], **c) == [None, None, 0.0]  # no gold, no gold (datasets' form), malformed
     assert pref([GOOD], solution=["Image A"]) == [None]  # no gold column at all (real-user data)
+    as_text = "Art Styles: Cubism, Color: Teal, Artistic Medium: Pencil Sketch, Saturation: Muted, Detail: Fine"
+    got = pref([GOOD, GOOD], prefer_attributes=[json.dumps(PREF), as_text])  # gold stored as JSON / official string
+    assert got == [pytest.approx(1.0, abs=1e-4)] * 2
     assert nonpref(["garbage"], **cols()) == [0.0]
     assert FormatReward()(["garbage"]) == [0.0]
     with pytest.raises(ValueError, match="prefer_attributes.*row 0"):
         pref([GOOD], prefer_attributes=[{"Art Styles": "Cubism"}])  # a broken gold profile fails loudly
+    with pytest.raises(ValueError, match=r"no term for \['Color'\]"):
+        pref([GOOD], prefer_attributes=[dict(PREF, Color=None)])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -237,7 +242,9 @@ def test_none_only_where_the_reward_does_not_apply(text_only):
 @pytest.mark.parametrize("name", ["paper", "acc_format", "full"])
 def test_real_configs_build(name):
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
+    GlobalHydra.instance().clear()  # another test may have left Hydra initialised
     with initialize_config_dir(config_dir=os.path.abspath(CONFIGS), version_base="1.3"):
         cfg = compose(overrides=[f"+reward={name}"]).reward
     funcs, weights = build_rewards(cfg)

@@ -183,6 +183,12 @@ def save_final(trainer: Any, processor: Any, cfg: DictConfig, run_dir: Path) -> 
         trainer.save_model(str(final))
         if is_main_process():
             processor.save_pretrained(str(final))
+    if is_main_process():  # prompt settings the checkpoint was trained with (read by preferthinker.Assessor)
+        record = {"prompt": {"style": str(cfg.prompt.style), "system": None if cfg.prompt.system is None else str(cfg.prompt.system),
+                             "max_refs": int(cfg.prompt.max_refs)},
+                  "min_pixels": int(cfg.model.min_pixels), "max_pixels": int(cfg.model.max_pixels), "stage": str(cfg.get("task_name") or "sft")}
+        for folder in (final, final / "adapter") if cfg.peft.get("enabled") else (final,):
+            write_json(folder / "preferthinker.json", record)
     return final
 
 
