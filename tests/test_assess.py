@@ -1,0 +1,337 @@
+"""The Assessor API: checkpoint settings, inputs and their errors, assess / profile / rank, and the
+consistency of rank with assess. Real-model tests use the untrained tiny model (greedy decoding is
+deterministic; its text is garbage, which is exactly the malformed case the API must survive); the
+ranking arithmetic is also checked with a scripted generator that writes well-formed responses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from preferthinker.assess import AssessInputError, Assessor, Comparison, read_prompt_settings, rank_from_comparisons
+from preferthinker.prompting import ImageLoadError
+from preferthinker.response import Assessment, parse_response, render_response
+from tests.conftest import compose, train_overrides
+
+MAX_NEW = 12  # tokens per response in real-model tests: enough to compare texts, cheap on CPU
+
+
+def make_checkpoint(tiny_model: Path, dest: Path, **prompt) -> Path:
+    """A run folder <dest>/final holding the tiny model and a preferthinker.json (compact prompt)."""
+    final = dest / "final"
+    if not final.exists():
+        shutil.copytree(tiny_model, final)
+    record = {"prompt": {"style": "compact", "system": "compact", "max_refs": 2, **prompt}, "min_pixels": 3136,
+              "max_pixels": 3136, "stage": "sft"}
+    (final / "preferthinker.json").write_text(json.dumps(record))
+    return final
+
+
+def solid(rgb, size=(56, 56)) -> Image.Image:
+    return Image.new("RGB", size, tuple(rgb))
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, tiny_model) -> Path:
+    return make_checkpoint(tiny_model, tmp_path_factory.mktemp("assess_run"))
+
+
+@pytest.fixture(scope="module")
+def assessor(ckpt) -> Assessor:
+    return Assessor.from_pretrained(ckpt, device="cpu", max_new_tokens=MAX_NEW)
+
+
+@pytest.fixture(scope="module")
+def user(mini_data) -> dict:
+    d = mini_data / "data" / "SP_ID" / "images"
+    return {"liked": [d / f"SP_ID0_p{k}.png" for k in range(3)], "disliked": [d / f"SP_ID0_n{k}.png" for k in range(3)],
+            "good": d / "SP_ID0_good.png", "bad": d / "SP_ID0_bad.png", "other": d / "SP_ID1_good.png", "dir": d}
+
+
+# --------------------------------------------------------------------------------------------------
+# settings recorded with a checkpoint
+
+
+def test_save_final_writes_prompt_settings(tmp_path, mini_data, tiny_model):
+    from preferthinker.train.sft import save_final
+
+    class StubTrainer:
+        def save_model(self, out):
+            Path(out).mkdir(parents=True, exist_ok=True)
+
+    processor = SimpleNamespace(save_pretrained=lambda out: Path(out, "processor_config.json").write_text("{}"))
+    cfg = compose("sft", train_overrides(mini_data, tiny_model, tmp_path, **{"prompt.max_refs": 3}))
+    final = save_final(StubTrainer(), processor, cfg, tmp_path)
+    rec = json.loads((final / "preferthinker.json").read_text())
+    assert rec == {"prompt": {"style": "compact", "system": "compact", "max_refs": 3}, "min_pixels": 3136, "max_pixels": 3136, "stage": "sft"}
+    found = read_prompt_settings(final)
+    assert found["style"] == "compact" and found["max_refs"] == 3 and found["source"].endswith("preferthinker.json")
+
+    lora = compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "lora", peft="lora", merge_lora=False))
+    final = save_final(StubTrainer(), processor, lora, tmp_path / "lora")
+    assert json.loads((final / "adapter" / "preferthinker.json").read_text())["stage"] == "sft"
+
+
+def test_settings_from_run_config_then_defaults(tmp_path):
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "sft_config.yaml").write_text("prompt:\n  style: compact\n  system: none\n  max_refs: 4\nmodel:\n  min_pixels: 784\n  max_pixels: 3136\n")
+    found = read_prompt_settings(run / "final")
+    assert found == {"style": "compact", "system": "none", "max_refs": 4, "min_pixels": 784, "max_pixels": 3136, "stage": "sft",
+                     "source": str(run / "sft_config.yaml")}
+    (run / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    assert read_prompt_settings(run / "checkpoints" / "checkpoint-5")["max_refs"] == 4
+    assert read_prompt_settings(tmp_path / "elsewhere") == {"source": "defaults"}
+
+
+def test_from_pretrained_uses_recorded_settings_and_processor_bounds(assessor, ckpt, tiny_model):
+    s = assessor.settings
+    assert (s.style, s.system, s.max_refs, s.stage) == ("compact", "compact", 2, "sft")
+    assert (s.min_pixels, s.max_pixels) == (3136, 3136)  # the tiny processor's own bounds
+    assert assessor.generator.settings.repetition_penalty == 1.0 and not assessor.generator.settings.do_sample
+    # no record anywhere: the official prompt (real / released checkpoints) with the official decoding
+    bare = Assessor.from_pretrained(tiny_model, device="cpu", max_new_tokens=4)
+    assert (bare.settings.style, bare.settings.system, bare.settings.source) == ("official", "official", "defaults")
+    assert bare.generator.settings.repetition_penalty == pytest.approx(1.15)
+    # an explicit style brings its own system prompt; explicit values win over the record
+    over = Assessor.from_pretrained(ckpt, device="cpu", style="official", max_refs=4, max_new_tokens=4)
+    assert (over.settings.style, over.settings.system, over.settings.max_refs) == ("official", "official", 4)
+    assert Assessor.from_pretrained(ckpt, device="cpu", system="none", max_new_tokens=4).settings.system is None
+
+
+# --------------------------------------------------------------------------------------------------
+# assess and profile on the real (untrained) tiny model
+
+
+def test_assess_malformed_text_still_returns_an_assessment(assessor, user):
+    out = assessor.assess(user["liked"][:2], user["disliked"][:2], user["good"], user["bad"])
+    assert isinstance(out, Assessment) and isinstance(out.raw, str) and out.raw
+    assert out.answer is None and out.scores_a is None and out.total_a is None and not out.format_ok
+    assert any("no readable <answer>" in n for n in assessor.last_notes)
+    assert assessor.last_inputs["image_a"] == str(user["good"])
+    d = out.to_dict()
+    assert {"preference", "non_preference", "scores_a", "scores_b", "rationales_a", "rationales_b", "total_a", "total_b",
+            "answer", "raw", "format_ok"} <= set(d)
+
+
+def test_paths_pil_and_arrays_give_the_same_response(assessor, user):
+    by_path = assessor.assess(user["liked"][:2], user["disliked"][:1], user["good"], user["bad"])
+    pil = [Image.open(p).convert("RGB") for p in (*user["liked"][:2], user["disliked"][0], user["good"], user["bad"])]
+    by_pil = assessor.assess(pil[:2], pil[2], pil[3], pil[4])
+    by_array = assessor.assess(np.stack([np.asarray(pil[0]), np.asarray(pil[1])]), [np.asarray(pil[2])], np.asarray(pil[3]), np.asarray(pil[4]))
+    assert by_path.raw == by_pil.raw == by_array.raw
+
+
+def test_folder_references_and_max_refs_note(assessor, user, tmp_path):
+    likes = tmp_path / "likes"
+    likes.mkdir()
+    for p in user["liked"]:
+        shutil.copy(p, likes / p.name)
+    (likes / "readme.txt").write_text("not an image")
+    out = assessor.assess(likes, user["disliked"], user["good"], user["bad"])
+    assert isinstance(out, Assessment)
+    assert assessor.last_inputs["liked"] == [str(likes / f"SP_ID0_p{k}.png") for k in range(2)]  # sorted by name, first 2
+    notes = " | ".join(assessor.last_notes)
+    assert "skipped 1 non-image entry (readme.txt)" in notes
+    assert "used the first 2 of 3 liked references" in notes and "used the first 2 of 3 disliked references" in notes
+
+
+def test_batched_assess_equals_one_by_one(assessor, user):
+    reqs = [(user["liked"], user["disliked"], user["good"], user["bad"]),
+            {"liked": user["liked"][:1], "disliked": user["disliked"][1:], "image_a": user["bad"], "image_b": user["other"]}]
+    batched = assessor.assess_batch(reqs)
+    single = [assessor.assess(*reqs[0]), assessor.assess(reqs[1]["liked"], reqs[1]["disliked"], reqs[1]["image_a"], reqs[1]["image_b"])]
+    assert [a.raw for a in batched] == [a.raw for a in single]
+
+
+def test_profile_alone(assessor, user):
+    prof = assessor.profile(user["liked"], user["disliked"])
+    assert prof.preference is None and isinstance(prof.raw, str)  # untrained: no readable profile, no exception
+    assert set(prof.to_dict()) == {"preference", "non_preference", "preference_text", "non_preference_text", "raw"}
+
+
+def test_huge_image_is_downscaled_to_the_processor_limit(assessor, user, tmp_path):
+    big = tmp_path / "big.png"
+    Image.new("RGB", (3000, 2000), (200, 30, 40)).save(big)
+    out = assessor.assess(user["liked"][:1], user["disliked"][:1], big, user["bad"])
+    assert isinstance(out, Assessment)
+    from preferthinker.assess import ImageInput
+
+    img = assessor._load(ImageInput(str(big), str(big)), "image_a")
+    assert img.width * img.height <= assessor.settings.max_pixels and img.width % 28 == 0 and img.height % 28 == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# bad inputs: one clear error each
+
+
+def test_missing_file_error(assessor, user, tmp_path):
+    with pytest.raises(ImageLoadError, match=r"liked: file does not exist: .*nope\.png"):
+        assessor.assess([tmp_path / "nope.png"], user["disliked"], user["good"], user["bad"])
+    with pytest.raises(ImageLoadError, match=r"image_b: file does not exist"):
+        assessor.assess(user["liked"], user["disliked"], user["good"], tmp_path / "gone.jpg")
+
+
+def test_non_image_error(assessor, user, tmp_path):
+    txt = tmp_path / "notes.png"
+    txt.write_text("this is text, not a PNG")
+    with pytest.raises(ImageLoadError, match=r"disliked\[0\]: cannot read .*notes\.png as an image"):
+        assessor.assess(user["liked"], [txt], user["good"], user["bad"])
+
+
+def test_corrupt_image_error(assessor, user, tmp_path):
+    bad = tmp_path / "truncated.png"
+    data = user["good"].read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageLoadError, match=r"image_a: cannot read .*truncated\.png as an image"):
+        assessor.assess(user["liked"], user["disliked"], bad, user["bad"])
+
+
+def test_fewer_than_one_reference_per_side_error(assessor, user, tmp_path):
+    with pytest.raises(AssessInputError, match="need at least one liked reference image, got none"):
+        assessor.assess([], user["disliked"], user["good"], user["bad"])
+    with pytest.raises(AssessInputError, match="need at least one disliked reference image"):
+        assessor.profile(user["liked"], [])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ImageLoadError, match=r"disliked: folder .*empty contains no image files \(it is empty\)"):
+        assessor.assess(user["liked"], empty, user["good"], user["bad"])
+
+
+def test_rank_candidate_count_errors(assessor, user):
+    with pytest.raises(AssessInputError, match="at least two candidates, got 1"):
+        assessor.rank(user["liked"], user["disliked"], [user["good"]])
+    with pytest.raises(AssessInputError, match=r"17 candidates need 272 generations; the limit is 16 candidates \(240"):
+        assessor.rank(user["liked"], user["disliked"], [solid((k, 0, 0)) for k in range(17)])
+
+
+# --------------------------------------------------------------------------------------------------
+# rank: consistency with assess on the real model (greedy decoding is deterministic)
+
+
+def test_rank_pairwise_records_equal_separate_assess_calls(assessor, user):
+    cands = [user["good"], user["bad"], user["other"]]
+    ranking = assessor.rank(user["liked"], user["disliked"], cands)
+    assert len(ranking.comparisons) == 6 and {(c.a, c.b) for c in ranking.comparisons} == {(i, j) for i in range(3) for j in range(3) if i != j}
+    for c in ranking.comparisons:
+        single = assessor.assess(user["liked"], user["disliked"], cands[c.a], cands[c.b])
+        assert c.assessment.raw == single.raw and c.assessment.answer == single.answer
+    # untrained: every comparison unreadable -> all ties, said in the notes, still an order
+    assert sorted(e.index for e in ranking) == [0, 1, 2] and all(e.wins == 1.0 and e.rank == 1 for e in ranking)
+    assert any("counted as ties" in n for n in ranking.notes)
+    doc = ranking.to_dict()
+    assert {"scheme", "candidates", "ranking", "comparisons", "notes"} <= set(doc) and doc["ranking"][0]["pairwise"]
+
+
+# --------------------------------------------------------------------------------------------------
+# rank arithmetic with a scripted generator that writes well-formed responses
+
+PROFILE = {"Art Styles": "Minimalism", "Color": "Crimson", "Artistic Medium": "Flat Digital", "Saturation": "Vivid", "Detail": "Smooth"}
+
+
+def _candidates(messages: list[dict]) -> tuple[Image.Image, Image.Image]:
+    content = messages[-1]["content"]
+    at = {c.get("text"): k for k, c in enumerate(content) if c["type"] == "text"}
+    return content[at["Image A"] + 1]["image"], content[at["Image B"] + 1]["image"]
+
+
+def _redness(img: Image.Image) -> int:
+    return int(round(np.asarray(img)[..., 0].mean() / 51))  # 0..5
+
+
+def scripted(assessor: Assessor, bias_a: bool = False, unreadable: set | None = None):
+    """Replace the model: the redder candidate wins (or Image A always, with bias_a); prompts whose
+    (redness A, redness B) is in ``unreadable`` get text without an answer."""
+
+    def generate(batch):
+        out = []
+        for messages in batch:
+            a, b = _candidates(messages)
+            ra, rb = _redness(a), _redness(b)
+            if unreadable and (ra, rb) in unreadable:
+                out.append("<think>no idea</think>")
+                continue
+            answer = "Image A" if bias_a or ra > rb else "Image B"
+            out.append(render_response(PROFILE, {**PROFILE, "Color": "Cobalt"}, [3, ra, 3, 3, 3], [3, rb, 3, 3, 3],
+                                       ["flat"] * 5, ["flat"] * 5, answer=answer))
+        return out
+
+    assessor.generator.generate = generate
+    return assessor
+
+
+@pytest.fixture
+def fake(ckpt) -> Assessor:
+    # a fresh instance per test: the scripted generate() is patched onto it
+    return Assessor.from_pretrained(ckpt, device="cpu", max_new_tokens=MAX_NEW)
+
+
+def test_rank_orders_by_wins_and_matches_assess(fake):
+    scripted(fake)
+    refs = ([solid((250, 0, 0))], [solid((0, 0, 250))])
+    cands = [solid((100, 0, 0)), solid((250, 0, 0)), solid((0, 0, 0)), solid((160, 0, 0))]
+    ranking = fake.rank(*refs, cands)
+    assert [e.index for e in ranking] == [1, 3, 0, 2] and [e.rank for e in ranking] == [1, 2, 3, 4]
+    assert [e.wins for e in ranking] == [3.0, 2.0, 1.0, 0.0]
+    assert ranking[0].mean_total == 17 and ranking[0].mean_margin == pytest.approx((3 + 2 + 5) / 3)
+    assert all(p["agree"] for e in ranking for p in e.pairwise) and not ranking.notes
+    # N=2: rank's order is the order assess gives when both orders agree
+    for i, j in [(0, 1), (3, 2)]:
+        two = fake.rank(*refs, [cands[i], cands[j]])
+        ab, ba = fake.assess(*refs, cands[i], cands[j]), fake.assess(*refs, cands[j], cands[i])
+        assert (ab.answer == "Image A") == (ba.answer == "Image B")  # the two orders agree
+        winner = i if ab.answer == "Image A" else j
+        assert two[0].candidate == two.candidates[0 if winner == i else 1] and two[0].wins == 1.0 and two[1].wins == 0.0
+    # N=3: every stored pairwise outcome equals a separate assess call on that ordered pair
+    three = fake.rank(*refs, cands[:3])
+    for c in three.comparisons:
+        assert c.assessment.answer == fake.assess(*refs, cands[:3][c.a], cands[:3][c.b]).answer
+
+
+def test_position_bias_is_a_draw_and_totals_break_ties(fake):
+    scripted(fake, bias_a=True)  # always "Image A": each pair is split 1/0 and 0/1 -> 0.5 each
+    cands = [solid((0, 0, 0)), solid((250, 0, 0)), solid((120, 0, 0))]
+    ranking = fake.rank([solid((250, 0, 0))], [solid((0, 0, 250))], cands)
+    assert all(e.wins == 1.0 for e in ranking)
+    assert [e.index for e in ranking] == [1, 2, 0] and [e.rank for e in ranking] == [1, 2, 3]  # by mean total margin
+    assert any("position bias" in n for n in ranking.notes)
+    assert not any(p["agree"] for e in ranking for p in e.pairwise)
+
+
+def test_unparseable_comparison_counts_as_a_tie(fake):
+    scripted(fake, unreadable={(5, 0)})  # red shown as A against black: no answer
+    ranking = fake.rank([solid((250, 0, 0))], [solid((0, 0, 250))], [solid((250, 0, 0)), solid((0, 0, 0))])
+    red, black = sorted(ranking, key=lambda e: e.index)
+    assert red.wins == 0.75 and black.wins == 0.25 and red.rank == 1  # (0.5 + 1) / 2 vs (0.5 + 0) / 2
+    assert red.pairwise[0]["orders"][0]["outcome"] == 0.5 and red.pairwise[0]["orders"][0]["answer"] is None
+    assert any("1 of 2 comparisons had no readable <answer>" in n for n in ranking.notes)
+
+
+def test_profile_reads_the_first_two_blocks_with_references_as_candidates(fake):
+    seen = []
+    scripted(fake)
+    inner = fake.generator.generate
+
+    def spy(batch):
+        seen.extend(_candidates(m) for m in batch)
+        return inner(batch)
+
+    fake.generator.generate = spy
+    prof = fake.profile([solid((250, 0, 0))], [solid((0, 0, 250))])
+    assert prof.preference == PROFILE and prof.non_preference["Color"] == "Cobalt"
+    a, b = seen[0]
+    assert np.asarray(a)[0, 0].tolist() == [250, 0, 0] and np.asarray(b)[0, 0].tolist() == [0, 0, 250]
+
+
+def test_rank_from_comparisons_shares_ranks_on_full_ties():
+    empty = parse_response("")
+    comps = [Comparison(0, 1, empty), Comparison(1, 0, empty)]
+    ranking = rank_from_comparisons(comps, ["x", "y"])
+    assert [e.rank for e in ranking] == [1, 1] and [e.candidate for e in ranking] == ["x", "y"]
+    assert ranking[0].mean_total is None and "share a rank" in ranking.notes[-1]
