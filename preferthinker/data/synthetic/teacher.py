@@ -1,0 +1,141 @@
+"""The CoT teacher (stand-in for the paper's Claude annotator).
+
+From a user's ground truth it writes the full predict-then-assess response through
+``preferthinker.response.render_response``: both profiles, per-element scores of Image A and Image B
+(the data's own rule), a one-line rationale per score that cites what is *measured* in the candidate's
+pixels (``features.measure``: dominant hue, saturation, grain level, tile/dot grid strength, edge
+sharpness, outline ink, symmetry, ...), the totals and the answer.
+
+``verbosity`` sets the rationale length: ``terse`` (term and relation only: what a tiny model can
+learn), ``normal`` (one clause with one measurement) or ``rich`` (a sentence with the measurement and
+a comparison with both profiles). Wording varies from sample to sample (seeded).
+
+``passes_filter`` is the paper's filter: a response is kept only when it parses, is internally
+consistent (per-element scores sum to the totals, the answer follows the totals) and answers the label
+with the user's profiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from preferthinker.profile import ELEMENTS, canonicalize_profile
+from preferthinker.response import parse_response, render_response
+from preferthinker.data.synthetic.vocabulary import Vocabulary, load_vocabulary
+
+VERBOSITIES = ("terse", "normal", "rich")
+
+_REL_TERSE = {5: "preferred", 1: "non-preferred", 3: "neutral"}
+
+_REL = {
+    5: ["matches the preferred {pref}", "fits the liked {pref}", "agrees with the preferred {pref}", "is the favoured {pref}"],
+    1: ["matches the disliked {non}", "is the non-preferred {non}", "falls on the disliked {non}", "repeats the avoided {non}"],
+    3: ["is neither {pref} nor {non}", "sits between the liked {pref} and the disliked {non}", "is unrelated to {pref} and {non}", "is a neutral choice, neither {pref} nor {non}"],
+}
+
+_RICH_TAIL = {
+    5: ["which the user's liked references share", "in line with the preference profile", "so it scores high"],
+    1: ["which the disliked references show", "against the preference profile", "so it scores low"],
+    3: ["so it earns a middle score", "neither helping nor hurting", "a neutral match"],
+}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def describe_measurement(element: str, term: str, m: Mapping[str, float], vocab: Vocabulary) -> str:
+    """A short phrase naming what is measurable in the image for ``element`` (ground-truth ``term``)."""
+    t = vocab.term(element, term)
+    if element == "Color":
+        return f"dominant hue {m['hue']:.0f} degrees"
+    if element == "Saturation":
+        return f"median saturation {m['saturation']:.2f}"
+    if element == "Detail":
+        level = 100 * m["texture_energy"]
+        if t["texture"] == "crosshatch":
+            return f"a crosshatch texture (grain {level:.1f}, hatch {m['texture_hatch']:.2f})"
+        if t["coverage"] == "shapes":
+            return f"grain only inside the shapes ({_pct(m['texture_smooth_share'])} smooth ground)"
+        return f"grain level {level:.1f}"
+    if element == "Artistic Medium":
+        tech = t["technique"]
+        if tech == "mosaic":
+            return f"a tile grid (grid score {m['tile_grid']:.1f})"
+        if tech == "halftone":
+            return f"a dot screen (dot score {m['dot_grid']:.1f})"
+        if tech == "watercolor":
+            return f"soft washed edges (sharpness {m['edge_sharpness']:.2f})"
+        if tech == "pencil":
+            return f"thin contour lines over pale fills (tone spread {m['fill_spread']:.2f})"
+        if tech == "woodcut":
+            return f"two-tone ink blocks ({_pct(m['dark_share'])} ink)"
+        return f"crisp flat fills (sharpness {m['edge_sharpness']:.2f})"
+    geo = t["geometry"]
+    if geo == "facets":
+        return f"fragmented straight-edged facets (edge density {m['edge_density']:.2f})"
+    if geo == "curves":
+        return f"flowing curved forms (straightness {m['straightness']:.2f})"
+    if geo == "outlined":
+        return f"bold black outlines ({_pct(m['outline_share'])} outline ink)"
+    if geo == "minimal":
+        return f"a mostly empty ground ({_pct(m['empty_share'])} empty)"
+    if geo == "grid":
+        return f"axis-aligned blocks (alignment {m['axis_alignment']:.2f})"
+    return f"a mirror-symmetric sunburst (symmetry {m['mirror_symmetry']:.2f})"
+
+
+def rationale(element: str, term: str, score: int, preferred: Sequence[str], non_preferred: str, m: Mapping[str, float] | None, verbosity: str, rng: np.random.Generator, vocab: Vocabulary) -> str:
+    """One line, no response tags, no "Image X(" markers."""
+    if verbosity == "terse":
+        return f"{term}, {_REL_TERSE[score]}"
+    pref = " or ".join(preferred)
+    rel = _REL[score][int(rng.integers(len(_REL[score])))].format(pref=pref, non=non_preferred)
+    what = describe_measurement(element, term, m, vocab) if m is not None else term
+    if verbosity == "normal":
+        return f"{what}, {term}, {rel}"
+    tail = _RICH_TAIL[score][int(rng.integers(len(_RICH_TAIL[score])))]
+    openers = ["The image shows", "Measured:", "It has", "We see"]
+    return f"{openers[int(rng.integers(len(openers)))]} {what}, which reads as {term}; it {rel}, {tail}"
+
+
+def teach(
+    preference: Mapping[str, str],
+    non_preference: Mapping[str, str],
+    profile_a: Mapping[str, str],
+    profile_b: Mapping[str, str],
+    scores_a: Sequence[int],
+    scores_b: Sequence[int],
+    measures_a: Mapping[str, float] | None,
+    measures_b: Mapping[str, float] | None,
+    *,
+    verbosity: str = "terse",
+    rng: np.random.Generator | None = None,
+    vocab: Vocabulary | None = None,
+) -> str:
+    """Write the full response for one sample. ``preference`` values may hold two terms ("X, Y")."""
+    if verbosity not in VERBOSITIES:
+        raise ValueError(f"verbosity must be one of {VERBOSITIES}, got {verbosity!r}")
+    vocab = vocab or load_vocabulary()
+    rng = rng or np.random.default_rng(0)
+    from preferthinker.profile import split_terms
+
+    ra, rb = [], []
+    for i, e in enumerate(ELEMENTS):
+        prefs = split_terms(preference[e])
+        ra.append(rationale(e, profile_a[e], int(scores_a[i]), prefs, non_preference[e], measures_a, verbosity, rng, vocab))
+        rb.append(rationale(e, profile_b[e], int(scores_b[i]), prefs, non_preference[e], measures_b, verbosity, rng, vocab))
+    return render_response(dict(preference), dict(non_preference), list(scores_a), list(scores_b), ra, rb)
+
+
+def passes_filter(response: str, label: str, preference: Mapping[str, str], non_preference: Mapping[str, str]) -> bool:
+    """The paper's filter: drop a sample whose reasoning contradicts its answer (or is unreadable)."""
+    a = parse_response(response)
+    if not (a.format_ok and a.consistent and a.answer == label):
+        return False
+    try:
+        return a.preference == canonicalize_profile(preference) and a.non_preference == canonicalize_profile(non_preference)
+    except ValueError:
+        return False
