@@ -96,15 +96,20 @@ def run(cfg: DictConfig) -> dict:
     train_ds = Dataset.from_list(rows)
 
     # 5. trainer
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
+
+    from preferthinker.train.fast_grpo import make_grpo_trainer
 
     kw = trainer_kwargs(cfg, run_dir)
     kw["reward_weights"] = reward_weights
     if str(kw.get("scale_rewards")) in ("True", "False"):
         kw["scale_rewards"] = kw["scale_rewards"] == "True"
     args = make_args(GRPOConfig, kw)
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_ds,
-                          processing_class=processor, peft_config=peft_config(cfg), callbacks=fault_injection_callbacks())
+    # fast_rollout: one shared prefill per prompt + static KV cache (+ CUDA graphs) for the rollout, and one
+    # prompt pass per group in the loss (preferthinker/rollout.py, train/fast_grpo.py); false = plain TRL.
+    trainer = make_grpo_trainer(fast=bool(cfg.get("fast_rollout", False)), model=model, reward_funcs=reward_funcs, args=args,
+                                train_dataset=train_ds, processing_class=processor, peft_config=peft_config(cfg),
+                                callbacks=fault_injection_callbacks())
 
     resume = resume_target(cfg, Path(args.output_dir))
     if resume:

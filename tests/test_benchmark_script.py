@@ -1,0 +1,37 @@
+"""benchmarks/gpu_speed.py --quick: every stage runs on the tiny model on CPU and reports into the JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_gpu_speed_quick_runs_every_stage(tmp_path):
+    out = tmp_path / "gpu_speed.json"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OUT": str(tmp_path / "unused")}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_speed.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    for stage in ("env", "build", "rollout", "sft", "grpo_vanilla", "grpo_project", "summary"):
+        assert res[stage].get("ok"), (stage, res[stage].get("error") or res[stage].get("skipped"), res[stage].get("traceback"))
+        assert res[stage]["wall_s"] >= 0
+    assert res["meta"]["quick"] is True
+    assert res["build"]["images"] == 12 and res["build"]["image_tokens"] == 12 * 4
+    ro = res["rollout"]
+    assert ro["plain_tok_s"] > 0 and ro["fast_tok_s"] > 0 and ro["speedup"] > 0
+    assert ro["greedy_prefix_match"] == ro["greedy_tokens_compared"]  # fp32 on CPU: the fast path is exact
+    sft = res["sft"]
+    assert sft["plain"]["gradient_checkpointing"] and sft["best"]["tokens_per_s"] > 0
+    assert 0 < sft["plain"]["mfu"] <= sft["plain"]["mfu_with_recompute"]
+    gv, gp = res["grpo_vanilla"], res["grpo_project"]
+    assert gv["steps"] == gp["steps"] == 2 and gv["G"] == gp["G"]
+    assert gp["rollout_calls"] == 2 and gp["rollout_fallbacks"] == 0 and gp["shared_prefix_calls"] >= 2
+    summary = res["summary"]
+    for key in ("rollout_speedup", "grpo_step_ratio", "sft_best_mfu", "goal_rollout_1000_tok_s", "goal_grpo_ratio_le_1/3"):
+        assert key in summary, key
+    assert "DONE" in proc.stdout

@@ -1,0 +1,155 @@
+"""The fast GRPO path on the tiny model: TRL's rollout_func hook with FastRollout, the shared-prompt log-prob pass
+(equal log-probs, entropies and gradients to TRL's own), and two real training steps."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+
+def _rows(mini_data, processor, n=4):
+    from preferthinker.data.loading import PromptSpec, build_examples
+    from preferthinker.data.schema import load_train_jsonl
+
+    recs = load_train_jsonl(mini_data / "train" / "grpo.jsonl")[:n]
+    root = mini_data / "train" / "images"
+    spec = PromptSpec(style="compact", system="compact", min_pixels=3136, max_pixels=3136)
+    rows = build_examples(recs, root, spec, kind="grpo", processor=processor)
+    # a second prompt shape (6 images instead of 8): batches mix prompt lengths, so left padding is exercised
+    rows[1] = build_examples(recs[1:2], root, PromptSpec(**{**spec.__dict__, "max_refs": 2}), kind="grpo", processor=processor)[0]
+    return rows
+
+
+def _length_reward(completions, **kw):
+    return [len(c[0]["content"]) / 40 for c in completions]
+
+
+def _trainer(tiny_model, mini_data, tmp_path, *, fast=True, peft=False, **cfg_kw):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import GRPOConfig
+
+    from preferthinker.modeling import load_model_and_processor
+    from preferthinker.train.fast_grpo import make_grpo_trainer
+
+    model, proc = load_model_and_processor(tiny_model, padding_side="left", for_training=True)
+    cfg = dict(output_dir=str(tmp_path / "grpo"), use_cpu=True, bf16=False, num_generations=2, per_device_train_batch_size=2,
+               max_completion_length=16, report_to="none", max_steps=2, logging_steps=1, save_strategy="no",
+               gradient_checkpointing=False, learning_rate=1e-3, seed=0)
+    cfg.update(cfg_kw)
+    return make_grpo_trainer(
+        fast=fast, model=model, reward_funcs=[_length_reward], args=GRPOConfig(**cfg),
+        train_dataset=Dataset.from_list(_rows(mini_data, proc)), processing_class=proc,
+        peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]) if peft else None,
+    )
+
+
+def test_two_grpo_steps_with_the_fast_path(tiny_model, mini_data, tmp_path):
+    tr = _trainer(tiny_model, mini_data, tmp_path)
+    before = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}
+    tr.train()
+    rf = tr.rollout_func
+    assert rf.calls == 2 and rf.fallbacks == 0  # every rollout went through FastRollout
+    assert rf.last_stats and rf.last_stats[0]["prompts"] == 1 and rf.last_stats[0]["num_generations"] == 2
+    assert tr.shared_prefix_calls >= 2  # the loss pass ran each prompt once for its 2 completions
+    logs = [h for h in tr.state.log_history if "completions/mean_length" in h]
+    assert len(logs) == 2
+    for h in logs:
+        assert 1 <= h["completions/mean_length"] <= 16
+        assert h["completions/max_length"] <= 16
+        assert math.isfinite(h["reward"]) and h["reward"] >= 0
+        assert math.isfinite(h["loss"]) and math.isfinite(h["entropy"]) and h["entropy"] > 0
+    changed = [n for n, p in tr.model.named_parameters() if p.requires_grad and not torch.equal(p.detach(), before[n])]
+    assert changed  # the optimizer stepped
+
+
+def test_rollout_func_returns_trl_contract(tiny_model, mini_data, tmp_path):
+    from trl.data_utils import prepare_multimodal_messages
+
+    tr = _trainer(tiny_model, mini_data, tmp_path, max_completion_length=12)
+    rows = _rows(mini_data, tr.processing_class)[:2]
+    prompts = [prepare_multimodal_messages(r["prompt"], images=r["images"]) for r in rows for _ in range(3)]
+    out = tr.rollout_func(prompts, tr)
+    assert set(out) == {"prompt_ids", "completion_ids", "logprobs"}
+    trl_ids, _, _ = tr._tokenize_prompts(prompts)  # what TRL itself would have fed generate
+    assert [list(x) for x in trl_ids] == out["prompt_ids"]
+    assert [s["num_generations"] for s in tr.rollout_func.last_stats] == [3]  # 2 prompts x 3, one batched call
+    for ids, lps in zip(out["completion_ids"], out["logprobs"]):
+        assert 1 <= len(ids) <= 12 and len(lps) == len(ids)
+        assert all(lp <= 0 for lp in lps)
+        eos = [i for i, t in enumerate(ids) if t in tr.eos_token_ids]
+        assert eos in ([], [len(ids) - 1])  # ends at its first EOS, or runs to the budget
+        assert tr.model.config.image_token_id not in ids  # suppressed, as TRL does for VLMs
+
+
+def test_unsupported_settings_fall_back_to_trl(tiny_model, mini_data, tmp_path):
+    from trl.data_utils import prepare_multimodal_messages
+
+    tr = _trainer(tiny_model, mini_data, tmp_path, repetition_penalty=1.2, max_completion_length=8)
+    rows = _rows(mini_data, tr.processing_class)[:1]
+    prompts = [prepare_multimodal_messages(r["prompt"], images=r["images"]) for r in rows for _ in range(2)]
+    out = tr.rollout_func(prompts, tr)
+    assert tr.rollout_func.fallbacks == 1 and len(out["completion_ids"]) == 2
+
+
+def test_plain_trainer_when_not_fast(tiny_model, mini_data, tmp_path):
+    from trl import GRPOTrainer
+
+    tr = _trainer(tiny_model, mini_data, tmp_path, fast=False)
+    assert type(tr) is GRPOTrainer and tr.rollout_func is None
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_shared_prompt_logps_entropies_and_grads_equal_trl(tiny_model, mini_data, tmp_path, checkpointing):
+    """Same batch through FastGRPOTrainer's shared-prompt pass and through TRL's per-row pass (LoRA, two prompts of
+    different lengths x 2 completions, right-padded completions)."""
+    from trl.data_utils import apply_chat_template, prepare_multimodal_messages
+
+    tr = _trainer(tiny_model, mini_data, tmp_path, peft=True, gradient_checkpointing=checkpointing)
+    proc = tr.processing_class
+    rows = _rows(mini_data, proc)[:2]
+    prompts = [prepare_multimodal_messages(r["prompt"], images=r["images"]) for r in rows for _ in range(2)]
+    images = [r["images"] for r in rows for _ in range(2)]
+    texts = [apply_chat_template({"prompt": p}, proc)["prompt"] for p in prompts]
+    enc = proc(images=images, text=texts, padding=True, return_tensors="pt")
+    g = torch.Generator().manual_seed(0)
+    comp = torch.randint(0, 500, (4, 7), generator=g)
+    cmask = torch.ones_like(comp)
+    cmask[1, 5:] = 0
+    cmask[2, 3:] = 0
+    ids = torch.cat([enc["input_ids"], comp], 1)
+    am = torch.cat([enc["attention_mask"], cmask], 1)
+    kw = dict(pixel_values=enc["pixel_values"], image_grid_thw=enc["image_grid_thw"], num_images=[len(i) for i in images],
+              mm_token_type_ids=torch.cat([enc["mm_token_type_ids"], torch.zeros_like(comp)], 1))
+    tr.model.train()
+    if checkpointing:  # the Trainer turns it on only in train(); do it here as it will be then
+        tr.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        assert any(getattr(m, "gradient_checkpointing", False) is True for m in tr.model.modules())
+    res = {}
+    for shared in (True, False):
+        tr.shared_prefix = shared
+        tr.model.zero_grad(set_to_none=True)
+        calls = tr.shared_prefix_calls
+        lp, ent, _ = tr._get_per_token_logps_and_entropies(tr.model, ids, am, comp.shape[1], compute_entropy=True, **kw)
+        assert tr.shared_prefix_calls == calls + int(shared)
+        ((lp * cmask).sum() + 0.1 * (ent * cmask).sum()).backward()
+        res[shared] = (lp.detach(), ent.detach(), {n: p.grad.clone() for n, p in tr.model.named_parameters() if p.grad is not None})
+    # "auto" (the default) takes the shared pass only without gradient checkpointing
+    tr.shared_prefix = "auto"
+    calls = tr.shared_prefix_calls
+    tr._get_per_token_logps_and_entropies(tr.model, ids, am, comp.shape[1], compute_entropy=True, **kw)
+    assert tr.shared_prefix_calls == calls + (0 if checkpointing else 1)
+    tr.model.zero_grad(set_to_none=True)
+    (lp1, ent1, g1), (lp0, ent0, g0) = res[True], res[False]
+    m = cmask.bool()
+    torch.testing.assert_close(lp1[m], lp0[m], atol=1e-5, rtol=0)
+    torch.testing.assert_close(ent1[m], ent0[m], atol=1e-4, rtol=0)
+    assert (lp1[~m] == 0).all()
+    assert g1.keys() == g0.keys() and len(g0) > 0 and all("lora" in n for n in g0)
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], atol=1e-5, rtol=1e-4)
