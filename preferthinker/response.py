@@ -276,9 +276,12 @@ def render_response(
     rationales_a: Sequence[str] | None = None,
     rationales_b: Sequence[str] | None = None,
     answer: str | None = None,
+    think_preamble: str | None = None,
 ) -> str:
     """Write the official four-block response. ``answer`` defaults to the image with the larger
-    total; a tie needs an explicit answer (ValueError otherwise, since the contract has none)."""
+    total; a tie needs an explicit answer (ValueError otherwise, since the contract has none).
+    ``think_preamble`` (free lines, e.g. what each candidate shows) opens ``<think>`` before the
+    per-element sections; the parser skips it."""
     sa, sb = _check_scores("scores_a", scores_a), _check_scores("scores_b", scores_b)
     ra = [_check_rationale("rationales_a", r) for r in (rationales_a or [""] * len(ELEMENTS))]
     rb = [_check_rationale("rationales_b", r) for r in (rationales_b or [""] * len(ELEMENTS))]
@@ -298,6 +301,11 @@ def render_response(
         line_b = f"Image B({sb[i]})" + (f" - {rb[i]}." if rb[i] else ".")
         sections.append(f"{i + 1}. {heading}:\n{line_a}\n{line_b}")
     think = "\n\n".join(sections)
+    if think_preamble:
+        lines = [_check_rationale("think_preamble", line) for line in str(think_preamble).splitlines() if line.strip()]
+        if any(re.fullmatch(r"(?:\d\s*[.)]\s*)?[A-Za-z][A-Za-z ]{1,30}?\s*:", ln) for ln in lines):
+            raise ValueError("think_preamble lines must not look like section headings ('Name:')")
+        think = "\n".join(lines) + "\n\n" + think
     think += (
         f"\n\nTotal:\nImage A: total_score={'+'.join(map(str, sa))}={ta}"
         f"\nImage B: total_score={'+'.join(map(str, sb))}={tb}"

@@ -153,3 +153,13 @@ def test_profile_helpers():
     assert list(canonicalize_profile(s)) == list(ELEMENTS)
     with pytest.raises(ValueError, match="Detail"):
         canonicalize_profile({"Art Styles": "a", "Color": "b", "Artistic Medium": "c", "Saturation": "d"})
+
+
+def test_think_preamble_is_skipped_by_the_parser_and_checked():
+    pre = "Image A shows: Pixel Art, Pink, Silkscreen, Muted, Fine.\nImage B shows: Cubism, Teal, Watercolor, Intense, Smooth."
+    a = parse_response(render_response(PREF, NONPREF, [5, 4, 3, 3, 4], [1, 2, 3, 3, 2], think_preamble=pre))
+    assert a.format_ok and a.consistent and a.scores_a == [5, 4, 3, 3, 4] and a.rationales_a == [""] * 5
+    with pytest.raises(ValueError, match="heading"):
+        render_response(PREF, NONPREF, [5] * 5, [1] * 5, think_preamble="Candidates:")
+    with pytest.raises(ValueError):
+        render_response(PREF, NONPREF, [5] * 5, [1] * 5, think_preamble="Image A(5) sneaks a score in")

@@ -147,11 +147,57 @@ def build_examples(
     return rows
 
 
+ALIGN_PROMPT = "Describe the visual profile of this image."
+
+
+def _profile_text(profile: dict) -> str:
+    """Same wording as the teacher's candidate description line ("Image A shows: ...")."""
+    from preferthinker.profile import ELEMENTS
+
+    return "This image shows: " + ", ".join(profile[e] for e in ELEMENTS) + "."
+
+
+def build_alignment_examples(records: Sequence[PreferenceRecord], image_root: Path, spec: PromptSpec, *, per_record: int = 4,
+                             seed: int = 0) -> list[dict]:
+    """Single-image "describe this image" rows: image -> its five terms ("This image shows: ...").
+
+    A vision-alignment signal mixed into SFT (the role LLaVA's stage-1 captioning plays): the CoT target
+    names each element only a few times per 12-image sample, which is too weak a signal for a vision tower
+    trained from scratch (the tiny default otherwise learns the template and ignores the pixels). Needs
+    per-image ground truth (synthetic records carry ``true_profile_a/b`` and ``reference_profiles``);
+    records without it contribute nothing.
+    """
+    import random
+
+    rng = random.Random(seed)
+    rows: list[dict] = []
+    for rec in records:
+        items: list[tuple[str, dict]] = []
+        for rel, key in ((rec.image_a, "true_profile_a"), (rec.image_b, "true_profile_b")):
+            if isinstance(rec.extra.get(key), dict):
+                items.append((rel, rec.extra[key]))
+        refs = rec.extra.get("reference_profiles") or {}
+        for side, paths in (("preferred", rec.preferred), ("non_preferred", rec.non_preferred)):
+            profs = refs.get(side) or []
+            pairs = [(p, q) for p, q in zip(paths, profs, strict=False) if isinstance(q, dict)]
+            items += rng.sample(pairs, min(len(pairs), 1)) if pairs else []
+        for rel, prof in items[:per_record]:
+            try:
+                img = load_image(resolve_image(image_root, rel), spec.min_pixels, spec.max_pixels, what=rel)
+            except (ImageLoadError, SchemaError):
+                continue
+            sys_text = system_prompt(spec.system) if spec.system else None
+            prompt = ([{"role": "system", "content": [{"type": "text", "text": sys_text}]}] if sys_text else [])
+            prompt.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ALIGN_PROMPT}]})
+            rows.append({"prompt": prompt, "completion": [assistant_message(_profile_text(prof))], "images": [img]})
+    return rows
+
+
 def corpus_for_tokenizer(records: Sequence[PreferenceRecord], spec: PromptSpec) -> list[str]:
     """Texts the tiny model's tokenizer is trained on: the prompt texts and every response."""
     from preferthinker import prompting
 
-    texts = [prompting.PREF_INTRO, prompting.NONPREF_INTRO, prompting.CANDIDATES_INTRO, prompting.FINAL_INSTRUCTION, "Image A", "Image B"]
+    texts = [ALIGN_PROMPT, prompting.PREF_INTRO, prompting.NONPREF_INTRO, prompting.CANDIDATES_INTRO, prompting.FINAL_INSTRUCTION, "Image A", "Image B"]
     texts += list(prompting.COMPACT_TEXTS.values()) + [prompting.COMPACT_SYSTEM]
     sp = system_prompt(spec.system) if spec.system else None
     if sp:

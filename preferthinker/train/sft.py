@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from preferthinker.data.loading import PromptSpec, build_examples, corpus_for_tokenizer, image_root_for
+from preferthinker.data.loading import PromptSpec, build_alignment_examples, build_examples, corpus_for_tokenizer, image_root_for
 from preferthinker.data.schema import load_train_jsonl
 from preferthinker.runtime import ConfigError, check, is_main_process, setup_run, write_json
 
@@ -302,7 +302,14 @@ def run(cfg: DictConfig) -> dict:
     from datasets import Dataset
 
     max_length = cfg.get("max_length")
-    train_ds = Dataset.from_list(build_examples(train_recs, image_root, spec, kind="sft", processor=processor, max_length=max_length, source=str(train_path)))
+    rows = build_examples(train_recs, image_root, spec, kind="sft", processor=processor, max_length=max_length, source=str(train_path))
+    n_align = 0
+    if int(cfg.data.get("align_per_record") or 0) > 0:  # vision-alignment rows mixed in (see build_alignment_examples)
+        align = build_alignment_examples(train_recs, image_root, spec, per_record=int(cfg.data.align_per_record), seed=int(cfg.seed))
+        n_align = len(align)
+        rows += align
+        log.info("added %d single-image alignment rows", n_align)
+    train_ds = Dataset.from_list(rows)
     val_ds = (Dataset.from_list(build_examples(val_recs, image_root, spec, kind="sft", processor=processor, max_length=max_length, source=str(train_path)))
               if val_recs else None)
 
@@ -340,6 +347,7 @@ def run(cfg: DictConfig) -> dict:
         "train_loss": out.training_loss,
         "global_step": trainer.state.global_step,
         "train_samples": len(train_ds),
+        "alignment_rows": n_align,
         "train_runtime_s": round(wall, 1),
         "samples_per_s": round(out.metrics.get("train_samples_per_second", 0.0), 3),
         "resumed_from": resume,

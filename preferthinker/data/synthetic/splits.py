@@ -91,6 +91,7 @@ class DataSettings:
     image_size: int
     users: dict[str, int]
     verbosity: str
+    describe_candidates: bool
     workers: int
     progress: bool
     contact_sheets: bool
@@ -174,6 +175,7 @@ def validate_config(cfg: Any) -> DataSettings:
         image_size=size,
         users=users,
         verbosity=verbosity,
+        describe_candidates=bool(raw.get("describe_candidates", True)),
         workers=workers,
         progress=bool(raw.get("progress", True)),
         contact_sheets=bool(raw.get("contact_sheets", True)),
@@ -198,6 +200,7 @@ class _Job:
     size: int
     verbosity: str
     settings: UserSettings
+    describe_candidates: bool = True
 
 
 def _make_one(job: _Job, split: str, index: int) -> dict[str, Any]:
@@ -222,6 +225,7 @@ def _make_one(job: _Job, split: str, index: int) -> dict[str, Any]:
             user.prefer_attributes, user.non_preference, user.image_a.profile, user.image_b.profile,
             user.scores_a, user.scores_b, ma, mb,
             verbosity=job.verbosity, rng=user_rng(job.seed, split, index, stream=3), vocab=vocab,
+            describe_candidates=job.describe_candidates,
         )
         kept = passes_filter(response, user.label, user.prefer_attributes, user.non_preference)
         rec["response"] = response
@@ -353,7 +357,7 @@ def make_dataset(cfg: Any) -> dict[str, Any]:
     for split in ALL_SPLITS:
         if s.users[split] > 0:
             image_dir(out, split).mkdir(parents=True, exist_ok=True)
-    job = _Job(str(out), s.seed, s.image_size, s.verbosity, s.user)
+    job = _Job(str(out), s.seed, s.image_size, s.verbosity, s.user, s.describe_candidates)
     tasks = {split: [(split, i) for i in range(s.users[split])] for split in ALL_SPLITS}
     total_users = sum(len(t) for t in tasks.values())
     t0 = time.perf_counter()

@@ -114,8 +114,15 @@ def teach(
     verbosity: str = "terse",
     rng: np.random.Generator | None = None,
     vocab: Vocabulary | None = None,
+    describe_candidates: bool = True,
 ) -> str:
-    """Write the full response for one sample. ``preference`` values may hold two terms ("X, Y")."""
+    """Write the full response for one sample. ``preference`` values may hold two terms ("X, Y").
+
+    ``describe_candidates`` opens ``<think>`` with what each candidate shows ("Image A shows: Art Deco,
+    Teal, ...") before the per-element scores. The contract puts each score before its rationale, so
+    without it the model must recognise a candidate's term and compare it with the profile in one token;
+    describing first turns scoring into matching terms already written (the tiny default needs this).
+    """
     if verbosity not in VERBOSITIES:
         raise ValueError(f"verbosity must be one of {VERBOSITIES}, got {verbosity!r}")
     vocab = vocab or load_vocabulary()
@@ -127,7 +134,11 @@ def teach(
         prefs = split_terms(preference[e])
         ra.append(rationale(e, profile_a[e], int(scores_a[i]), prefs, non_preference[e], measures_a, verbosity, rng, vocab))
         rb.append(rationale(e, profile_b[e], int(scores_b[i]), prefs, non_preference[e], measures_b, verbosity, rng, vocab))
-    return render_response(dict(preference), dict(non_preference), list(scores_a), list(scores_b), ra, rb)
+    preamble = None
+    if describe_candidates:
+        preamble = "\n".join(f"Image {side} shows: " + ", ".join(prof[e] for e in ELEMENTS) + "."
+                              for side, prof in (("A", profile_a), ("B", profile_b)))
+    return render_response(dict(preference), dict(non_preference), list(scores_a), list(scores_b), ra, rb, think_preamble=preamble)
 
 
 def passes_filter(response: str, label: str, preference: Mapping[str, str], non_preference: Mapping[str, str]) -> bool:
