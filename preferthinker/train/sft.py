@@ -222,6 +222,22 @@ def distributed_report(model: Any) -> dict | None:
             "ranks_agree": len(set(hashes)) == 1}
 
 
+def throughput(history: list[dict], wall_s: float, model: Any) -> dict:
+    """Tokens/s over the run (TRL's num_tokens counts every input token, prompt and image tokens included),
+    model FLOPs utilisation against a 989 TFLOP/s bf16 peak (H100/H200) with the 6*N*tokens rule, and
+    the peak GPU memory of this process."""
+    import torch
+
+    tokens = max((h.get("num_tokens", 0) for h in history), default=0)
+    n_params = sum(getattr(p, "ds_numel", 0) or p.numel() for p in model.parameters())  # ZeRO-3 partitions numel() to 0
+    out = {"tokens": int(tokens), "tokens_per_s": round(tokens / wall_s, 1) if wall_s > 0 else None}
+    if torch.cuda.is_available():
+        out["mfu_6N"] = round(6 * n_params * tokens / wall_s / 989e12, 4) if wall_s > 0 else None
+        out["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        out["gpu"] = torch.cuda.get_device_name(0)
+    return out
+
+
 def fault_injection_callbacks() -> list:
     """``PT_FAULT_AT_STEP=N`` hard-kills the process (SIGKILL, no cleanup) when optimizer step N ends:
     how the resume tests interrupt a run at a known point. Unset, it adds nothing."""
@@ -242,10 +258,14 @@ def fault_injection_callbacks() -> list:
 
 def plot_curves(log_history: list[dict], out: Path, keys: tuple[str, ...] = ("loss",), title: str = "") -> Path | None:
     """Learning curve(s) from the trainer's log history (one panel per key present)."""
-    import matplotlib
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are a convenience; never fail a finished run over them
+        log.warning("matplotlib is not installed: no plot written to %s", out)
+        return None
 
     keys = tuple(k for k in keys if any(k in h for h in log_history))
     if not keys:
@@ -354,6 +374,7 @@ def run(cfg: DictConfig) -> dict:
         "eval_loss": next((h["eval_loss"] for h in reversed(history) if "eval_loss" in h), None),
         "distributed": dist_info,
         "deepspeed_stage": int(cfg.deepspeed.config.zero_optimization.stage) if cfg.deepspeed.enabled else None,
+        **throughput(history, wall, model),
     }
     if is_main_process():
         plot_curves(history, run_dir / "learning_curve.png", ("loss", "eval_loss", "learning_rate", "grad_norm"), f"SFT {run_dir.name}")
