@@ -76,7 +76,8 @@ def run(cfg: DictConfig) -> dict:
             reward = "acc_format" if stage == "grpo_rl" else "paper"
             _call("train_grpo.py", [f"run_dir={d[stage]}", *data, f"model.path={d['sft'] / 'final'}", f"reward={reward}", *cfg.grpo])
         elif stage == "eval":
-            extra = [f"+extra_models.{k}={v}" for k, v in (("SFT", d["sft"] / "final"), ("SFT+RL", d["grpo_rl"] / "final")) if (v / "config.json").is_file()]
+            # Hydra keys cannot hold '+': the SFT+RL row is keyed SFT_RL and renamed in the table
+            extra = [f"+extra_models.{k}={v}" for k, v in (("SFT", d["sft"] / "final"), ("SFT_RL", d["grpo_rl"] / "final")) if (v / "config.json").is_file()]
             main = d["grpo_pr"] / "final"
             _call("eval.py", [f"run_dir={d['eval']}", *data, f"model.path={main}", "model_label=SFT+RL+PR",
                               f"base_model={cfg.tiny_model}", "systems=[model,base,pixel,random]", *extra, *cfg.eval])
@@ -86,7 +87,8 @@ def run(cfg: DictConfig) -> dict:
     res_file = d["eval"] / "results.json"
     if res_file.is_file():
         results = json.loads(res_file.read_text())
-        table = ablation_table(results, ["Random", "Pixel-statistics baseline", "Base model", "SFT", "SFT+RL", "SFT+RL+PR"])
+        table = ablation_table(results, ["Random", "Pixel-statistics baseline", "Base model", "SFT", "SFT_RL", "SFT+RL+PR"])
+        table = table.replace("| SFT_RL |", "| SFT+RL |")
         (run_dir / "ablation.md").write_text(table + "\n")
         summary["ablation_table"] = str(run_dir / "ablation.md")
         print("\nAccuracy (%) with 95 % bootstrap CI over users, and profile similarity Pred (x100), per held-out subset:\n")
