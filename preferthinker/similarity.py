@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -61,7 +62,8 @@ class TextEmbedder:
     ``embed`` returns L2-normalised float32 rows, so a dot product is the cosine similarity.
     """
 
-    def __init__(self, model_path: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 64):
+    def __init__(self, model_path: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 64,
+                 cache_size: int = 100_000):
         path = Path(model_path) if model_path is not None else default_model_path()
         if not path.exists():
             raise FileNotFoundError(
@@ -82,7 +84,10 @@ class TextEmbedder:
         self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim() or 0)
-        self._cache: dict[str, np.ndarray] = {}
+        # Least-recently-used cache: a long GRPO run sees ever new profile strings; 100k rows of 384 floats
+        # is ~150 MB, the bound.
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:  # number of cached strings
@@ -116,7 +121,12 @@ class TextEmbedder:
                     self._cache[text] = vec
             if not texts:
                 return np.zeros((0, self.dim), dtype=np.float32)
-            return np.stack([self._cache[t] for t in texts])
+            out = np.stack([self._cache[t] for t in texts])
+            for t in texts:
+                self._cache.move_to_end(t)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            return out
 
 
 _DEFAULT_EMBEDDER: TextEmbedder | None = None

@@ -106,3 +106,12 @@ def test_exact_element_matches_multi_term_and_case():
     assert exact_element_matches({"Art Styles": "PixelArt, Water color"}, PROFILE)["Art Styles"] is True
     with pytest.raises(ValueError):
         exact_element_matches(PROFILE, {"Art Styles": "x"})  # truth must be complete
+
+
+def test_embedder_cache_is_bounded_lru():
+    from preferthinker.similarity import TextEmbedder
+
+    small = TextEmbedder(cache_size=3)
+    small.embed(["a", "b", "c"])
+    small.embed(["a", "d"])  # "a" becomes most recent; "b" is the least recently used and goes
+    assert len(small) == 3 and set(small._cache) == {"c", "a", "d"}

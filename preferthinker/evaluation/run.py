@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -79,7 +80,7 @@ def model_system(path: str, cfg: DictConfig, spec: PromptSpec) -> Callable:
     from preferthinker.evaluation.generate import GenerationSettings, Generator
     from preferthinker.modeling import load_model_and_processor
 
-    device = f"cuda:{int(__import__('os').environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
     model, processor = load_model_and_processor(path, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
                                                 device=device, min_pixels=spec.min_pixels, max_pixels=spec.max_pixels)
     g = cfg.generation
