@@ -246,12 +246,14 @@ def parse_response(text: str) -> Assessment:
 # rendering
 
 
-def _profile_lines(profile: Mapping[str, str]) -> str:
+def render_profile_block(tag: str, profile: Mapping[str, str]) -> str:
+    """One profile block (``tag`` = PREF_TAG or NONPREF_TAG): the five elements as ``"Key": "term"`` lines."""
     prof = {canonical_key(k) or k: v for k, v in profile.items()}
     missing = [e for e in ELEMENTS if e not in prof]
     if missing:
         raise ValueError(f"profile lacks element(s) {missing}")
-    return ",\n".join(f'"{e}": "{prof[e]}"' for e in ELEMENTS)
+    lines = ",\n".join(f'"{e}": "{prof[e]}"' for e in ELEMENTS)
+    return f"<{tag}>\n{lines}\n</{tag}>"
 
 
 def _check_scores(name: str, scores: Sequence[int]) -> list[int]:
@@ -311,8 +313,8 @@ def render_response(
         f"\nImage B: total_score={'+'.join(map(str, sb))}={tb}"
     )
     return (
-        f"<{PREF_TAG}>\n{_profile_lines(preference)}\n</{PREF_TAG}>\n\n"
-        f"<{NONPREF_TAG}>\n{_profile_lines(non_preference)}\n</{NONPREF_TAG}>\n\n"
+        f"{render_profile_block(PREF_TAG, preference)}\n\n"
+        f"{render_profile_block(NONPREF_TAG, non_preference)}\n\n"
         f"<{THINK_TAG}>\n{think}\n</{THINK_TAG}>\n\n"
         f"<{ANSWER_TAG}>{answer}</{ANSWER_TAG}>"
     )

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from preferthinker.data.loading import PromptSpec, sample_inputs
 from preferthinker.data.schema import PreferenceRecord, SchemaError, default_image_root, load_bench, subset_paths
 from preferthinker.prompting import ImageLoadError
-from preferthinker.response import parse_response
+from preferthinker.response import NONPREF_TAG, PREF_TAG, parse_response, render_profile_block
 from preferthinker.runtime import ConfigError, check, is_main_process, rank, setup_run, world_size, write_json
 
 log = logging.getLogger("preferthinker.eval")
@@ -130,11 +130,8 @@ def pixel_system(spec: PromptSpec) -> Callable:
             except (ImageLoadError, SchemaError, OSError) as e:
                 out.append((None, f"{tag}: {e}"))
                 continue
-            parts = []
-            if pred.get("preference"):
-                parts.append("<visual preference profile>\n" + ",\n".join(f'"{k}": "{v}"' for k, v in pred["preference"].items()) + "\n</visual preference profile>")
-            if pred.get("non_preference"):
-                parts.append("<visual non-preference profile>\n" + ",\n".join(f'"{k}": "{v}"' for k, v in pred["non_preference"].items()) + "\n</visual non-preference profile>")
+            parts = [render_profile_block(block, pred[key]) for block, key in ((PREF_TAG, "preference"), (NONPREF_TAG, "non_preference"))
+                     if pred.get(key)]
             parts.append(f"<answer>{pred['answer']}</answer>")
             out.append(("\n\n".join(parts), None))
         return out
