@@ -20,7 +20,7 @@ SHAPES = {
                vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
                            fullatt_block_indexes=[7, 15, 23, 31], window_size=112)),
     "tiny-test": dict(text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                vocab_size=1024, mrope=[2, 3, 3]),
+                                vocab_size=2048, mrope=[2, 3, 3]),
                       vision=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64,
                                   fullatt_block_indexes=[1], window_size=56)),
 }

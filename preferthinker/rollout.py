@@ -135,6 +135,9 @@ class FastRollout:
         pad_token_id: filler after EOS (default: tokenizer's, else generation config's, else the first EOS).
         suppress_tokens: ids never sampled (TRL suppresses the image-pad token for VLMs).
         min_new_tokens: EOS is blocked before this many tokens (benchmarks use it to force full lengths).
+        repetition_penalty: ``transformers``' repetition penalty (the official PreferThinker eval uses 1.15): the logit
+            of every token already in the row (prompt included) is divided by it when positive, multiplied when
+            negative, before anything else; 1.0 = off.
         cache_bucket: static cache length is rounded up to a multiple of this (fewer recompiles across prompts).
         check_every: check "all rows finished" every this many steps (each check is a device sync); default 1 on
             CPU, 16 on CUDA.
@@ -159,6 +162,7 @@ class FastRollout:
         pad_token_id: int | None = None,
         suppress_tokens: Iterable[int] | None = None,
         min_new_tokens: int = 0,
+        repetition_penalty: float = 1.0,
         cache_bucket: int = 256,
         check_every: int | None = None,
         compile_mode: str = "reduce-overhead",
@@ -168,6 +172,8 @@ class FastRollout:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0 (use greedy=True for argmax decoding), got {temperature}")
+        if repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0 (1.0 = off), got {repetition_penalty}")
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         self.model = model
@@ -185,6 +191,7 @@ class FastRollout:
             raise ValueError(f"compile_backend must be 'inductor' or 'cudagraphs', got {compile_backend!r}")
         self.compile_backend = compile_backend
         self.min_new_tokens = int(min_new_tokens)
+        self.repetition_penalty = float(repetition_penalty)
         self.cache_bucket = int(cache_bucket)
         self.check_every = check_every
         self.compile_error: str | None = None
@@ -314,10 +321,14 @@ class FastRollout:
             layer.cumulative_length.fill_(prompt_len)
 
     def _select(self, logits: torch.Tensor, noise: torch.Tensor | None, step: torch.Tensor,
-                finished: torch.Tensor, eos: torch.Tensor, suppress: torch.Tensor | None):
+                finished: torch.Tensor, eos: torch.Tensor, suppress: torch.Tensor | None, seen: torch.Tensor | None = None):
         """Pick the next token per row and its log-prob; rows already finished get the pad id and log-prob 0.
 
-        ``logits`` [N, V] float32. ``noise`` [N, V] ~ Exp(1) for sampling, None for greedy."""
+        ``logits`` [N, V] float32. ``noise`` [N, V] ~ Exp(1) for sampling, None for greedy. ``seen`` [N, V] bool: tokens
+        already in each row, for the repetition penalty (None = off)."""
+        if seen is not None:
+            pen = self.repetition_penalty
+            logits = torch.where(seen, torch.where(logits < 0, logits * pen, logits / pen), logits)
         scores = logits if noise is None else logits / self.temperature
         neg_inf = torch.finfo(scores.dtype).min
         if suppress is not None:
@@ -350,7 +361,7 @@ class FastRollout:
         now_done = finished | (token[:, None] == eos[None, :]).any(-1)
         return token, logp, now_done
 
-    def _static_step(self, tok, step, pos_last, valid, kv_start, cache, noise, finished, eos, suppress, arange_l):
+    def _static_step(self, tok, step, pos_last, valid, kv_start, cache, noise, finished, eos, suppress, arange_l, seen=None):
         """One decode step over the static cache: forward one token per row, then select."""
         pos = pos_last + step
         keep = valid & (arange_l <= (kv_start + step - 1))
@@ -358,7 +369,7 @@ class FastRollout:
         masks = {t: mask for t in self._layer_types()}
         out = self.base(input_ids=tok, attention_mask=masks, position_ids=pos, use_cache=True, logits_to_keep=1,
                         **{self._cache_kw: cache})
-        return self._select(out.logits[:, -1].float(), noise, step, finished, eos, suppress)
+        return self._select(out.logits[:, -1].float(), noise, step, finished, eos, suppress, seen)
 
     def _generate(self, prompt_inputs, num_generations, greedy, seed, use_compile) -> RolloutResult:
         from transformers import DynamicCache
@@ -418,7 +429,13 @@ class FastRollout:
                     return None
                 return torch.empty((n, vocab), dtype=torch.float32, device=dev).exponential_(generator=gen)
 
-            tok, lp, finished = self._select(logits0, draw(), steps[0], finished, eos, suppress)
+            seen = None
+            if self.repetition_penalty != 1.0:  # as transformers: every id of the row so far, padding included
+                seen = torch.zeros((n, vocab), dtype=torch.bool, device=dev)
+                seen.scatter_(1, ids.repeat_interleave(g, dim=0), True)
+            tok, lp, finished = self._select(logits0, draw(), steps[0], finished, eos, suppress, seen)
+            if seen is not None:
+                seen.scatter_(1, tok[:, None], True)
             tokens[:, 0] = tok
             logps[:, 0] = lp
 
@@ -454,7 +471,9 @@ class FastRollout:
                         if use_compile:
                             torch.compiler.cudagraph_mark_step_begin()
                         tok, lp, done = step_fn(cur, step_t, pos_last, valid, kv_start, static, draw(), finished, eos,
-                                                suppress, arange_l)
+                                                suppress, arange_l, seen)
+                        if seen is not None:
+                            seen.scatter_(1, tok[:, None], True)
                         tokens[:, s].copy_(tok)
                         logps[:, s].copy_(lp)
                         finished.copy_(done)
@@ -474,7 +493,9 @@ class FastRollout:
                     out = self.base(input_ids=tokens[:, s - 1:s], attention_mask=full_am[:, : plen + s],
                                     position_ids=pos_last + s, use_cache=True, logits_to_keep=1,
                                     **{self._cache_kw: dyn})
-                    tok, lp, finished = self._select(out.logits[:, -1].float(), draw(), steps[s], finished, eos, suppress)
+                    tok, lp, finished = self._select(out.logits[:, -1].float(), draw(), steps[s], finished, eos, suppress, seen)
+                    if seen is not None:
+                        seen.scatter_(1, tok[:, None], True)
                     tokens[:, s] = tok
                     logps[:, s] = lp
                     s += 1

@@ -6,7 +6,7 @@ model_0, model_1, label_0, has_label, are_different`` (required) and ``label_1, 
 num_example_per_prompt, jpg_0, jpg_1`` (optional). ``*_no_images`` exports lack ``jpg_0/jpg_1``;
 then ``images_dir`` must hold ``<uid>.jpg`` (or .jpeg/.png/.webp) for the selected images.
 
-Recipe (peers-and-evaluation.md §2.4):
+Recipe (../shared/reference/peers-and-evaluation.md, section 2):
 
 1. keep ``has_label`` and ``are_different`` rows; drop ties (``label_0 == 0.5``, counted for the tie
    rate), rows whose labels contradict ``best_image_uid``, duplicate ``ranking_id`` s, pairs of one

@@ -1,8 +1,19 @@
-"""Batched greedy generation from chat messages: the one decoding path of evaluation and the Assessor."""
+"""Batched greedy generation from chat messages: the one decoding path of evaluation and the Assessor.
+
+Two engines give the same greedy tokens (tested in fp32; bf16 rounding can flip near-ties):
+
+* ``hf``: ``model.generate`` on a left-padded batch (supports ``repetition_penalty`` and sampling);
+* ``fast``: ``preferthinker.rollout.FastRollout`` greedy decoding over a preallocated static KV cache, with the
+  per-token step compiled into a CUDA graph on GPUs (``compile``), i.e. one kernel-graph replay per token
+  instead of dozens of small launches per layer; greedy only, repetition penalty included.
+
+``engine="auto"`` takes ``fast`` on CUDA for greedy decoding, else ``hf``.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +29,9 @@ class GenerationSettings:
     do_sample: bool = False  # official protocol: greedy
     temperature: float = 1.0
     batch_size: int = 8
+    engine: str = "auto"  # auto | hf | fast (see the module docstring)
+    compile: bool | None = None  # fast engine: CUDA-graph the decode step (None: on CUDA)
+    min_new_tokens: int = 0  # benchmarks only: force every sample to its full length (EOS blocked before)
 
 
 class Generator:
@@ -38,29 +52,68 @@ class Generator:
         image_pad = tok.convert_tokens_to_ids("<|image_pad|>")
         # never emit vision placeholders as text (TRL does the same for VLM rollouts)
         self.suppress = [t for t in (image_pad, tok.convert_tokens_to_ids("<|video_pad|>")) if isinstance(t, int) and t >= 0]
+        self.engine = self._pick_engine()
+        self._fast = None
+        # encode() may run on a prefetch thread while decode_batch() runs here: the Rust tokenizer must not be
+        # entered from two threads at once ("Already borrowed" when padding settings change under a reader).
+        self._tok_lock = threading.Lock()
+
+    def _pick_engine(self) -> str:
+        s = self.settings
+        if s.engine not in ("auto", "hf", "fast"):
+            raise ValueError(f"generation engine must be auto, hf or fast, got {s.engine!r}")
+        if s.engine == "fast" and s.do_sample:
+            raise ValueError("the fast engine decodes greedily (the official protocol); use engine=hf to sample")
+        if s.engine == "auto":
+            return "fast" if not s.do_sample and self.device.type == "cuda" else "hf"
+        return s.engine
+
+    def _fast_rollout(self):
+        if self._fast is None:
+            from preferthinker.rollout import FastRollout
+
+            s = self.settings
+            compile_ = self.device.type == "cuda" if s.compile is None else bool(s.compile)
+            self._fast = FastRollout(self.model, self.processor, max_new_tokens=int(s.max_new_tokens), static_cache=True,
+                                     compile=compile_, pad_token_id=self.pad_id, suppress_tokens=self.suppress,
+                                     min_new_tokens=int(s.min_new_tokens), repetition_penalty=float(s.repetition_penalty))
+        return self._fast
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def encode(self, batch: Sequence[list[dict]]) -> dict:
-        inputs = self.processor.apply_chat_template(
-            list(batch), tokenize=True, return_dict=True, return_tensors="pt", add_generation_prompt=True,
-            processor_kwargs={"padding": True, "padding_side": "left"},
-        )
+        """Tokenise and patchify one batch (left padded). On CUDA the image processor runs on the GPU
+        (resize, normalise and patchify of ~100 images of 448 px take seconds on the CPU)."""
+        kw = {"padding": True, "padding_side": "left"}
+        if self.device.type == "cuda":
+            kw["device"] = str(self.device)
+        with self._tok_lock:
+            inputs = self.processor.apply_chat_template(
+                list(batch), tokenize=True, return_dict=True, return_tensors="pt", add_generation_prompt=True, processor_kwargs=kw,
+            )
         return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
 
     @torch.inference_mode()
-    def generate(self, batch: Sequence[list[dict]]) -> list[str]:
+    def decode_batch(self, inputs: dict) -> list[str]:
+        """Greedy (or sampled) continuations of one encoded batch, as raw text."""
         s = self.settings
+        if self.engine == "fast":
+            ids, _, mask = self._fast_rollout().generate(inputs, num_generations=1, greedy=True)
+            with self._tok_lock:
+                return self.processor.batch_decode((ids * mask + self.pad_id * (1 - mask)).tolist(), skip_special_tokens=True)
+        kwargs = dict(max_new_tokens=s.max_new_tokens, do_sample=s.do_sample, repetition_penalty=s.repetition_penalty,
+                      pad_token_id=self.pad_id, suppress_tokens=self.suppress or None, min_new_tokens=s.min_new_tokens or None)
+        if s.do_sample:
+            kwargs["temperature"] = s.temperature
+        ids = self.model.generate(**inputs, **kwargs)
+        new = ids[:, inputs["input_ids"].shape[1] :]
+        with self._tok_lock:
+            return self.processor.batch_decode(new, skip_special_tokens=True)  # raw: the format check must see exactly what the model wrote
+
+    def generate(self, batch: Sequence[list[dict]]) -> list[str]:
         out: list[str] = []
-        for i in range(0, len(batch), s.batch_size):
-            inputs = self.encode(batch[i : i + s.batch_size])
-            kwargs = dict(max_new_tokens=s.max_new_tokens, do_sample=s.do_sample, repetition_penalty=s.repetition_penalty,
-                          pad_token_id=self.pad_id, suppress_tokens=self.suppress or None)
-            if s.do_sample:
-                kwargs["temperature"] = s.temperature
-            ids = self.model.generate(**inputs, **kwargs)
-            new = ids[:, inputs["input_ids"].shape[1] :]
-            out += self.processor.batch_decode(new, skip_special_tokens=True)
-        return out  # raw: the format check must see exactly what the model wrote
+        for i in range(0, len(batch), self.settings.batch_size):
+            out += self.decode_batch(self.encode(batch[i : i + self.settings.batch_size]))
+        return out
