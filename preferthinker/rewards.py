@@ -455,9 +455,13 @@ def validate_reward_config(cfg: Any) -> RewardConfig:
     if not isinstance(names, Sequence) or isinstance(names, str) or not names:
         raise ConfigError(f"reward.names must be a non-empty list of reward names from {sorted(REWARDS)}, got {names!r}")
     names = [str(n) for n in names]
+    for n in names:
+        if ":" in n and n not in REWARDS:
+            _register_plugin(n)
     bad = [n for n in names if n not in REWARDS]
     if bad:
-        raise ConfigError(f"reward.names: unknown reward(s) {bad}; choose from {sorted(REWARDS)}")
+        raise ConfigError(f"reward.names: unknown reward(s) {bad}; choose from {sorted(REWARDS)} or name your own as "
+                          f"'package.module:factory'")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"reward.names lists {dupes} more than once; list each reward once and set its weight instead")
@@ -1223,6 +1227,23 @@ REWARDS: dict[str, Callable[..., _Reward]] = {
 }
 
 
+def _register_plugin(name: str) -> None:
+    """``reward.names`` may name a user reward as ``package.module:factory`` (importable from the launch
+    directory or PYTHONPATH): ``factory(cfg, scorer=None)`` returns a TRL reward callable whose ``__name__`` is
+    ``factory``'s name (the metric key). It is added to ``REWARDS`` under the full name."""
+    import importlib
+
+    module, _, attr = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"reward.names: cannot load the reward {name!r} ({type(e).__name__}: {e}); "
+                          "use 'package.module:factory' with the module importable from the launch directory") from None
+    if not callable(factory):
+        raise ConfigError(f"reward.names: {name!r} is not callable")
+    REWARDS[name] = factory
+
+
 def build_rewards(cfg: Any) -> tuple[list[_Reward], list[float]]:
     """Validate ``cfg`` and return ``(reward_funcs, reward_weights)`` for ``GRPOTrainer`` / ``GRPOConfig``.
 
@@ -1233,7 +1254,7 @@ def build_rewards(cfg: Any) -> tuple[list[_Reward], list[float]]:
     scorer = ProfileScorer(rc.prediction) if {"pref_profile", "nonpref_profile"} & set(rc.names) else None
     funcs = [REWARDS[name](rc, scorer=scorer) for name in rc.names]
     for name, fn in zip(rc.names, funcs):
-        if fn.__name__ != name:  # the registry key is the metric key; keep them equal
+        if fn.__name__ != name.rpartition(":")[2]:  # the registry key (plugin: its factory's name) is the metric key
             raise RuntimeError(f"reward factory {name!r} returned a callable named {fn.__name__!r}")
     log.info("rewards: %s", ", ".join(f"{n} x{w:g}" for n, w in zip(rc.names, rc.weights)))
     return funcs, list(rc.weights)

@@ -47,7 +47,11 @@ def make_mini_dataset(root: Path, n_train: int = 24, n_bench: int = 8, seed: int
             out.append(PreferenceRecord(a, b, pref, nonp, label, user_id=f"{tag}u{i}", prefer_attributes=_profile(like),
                                         non_prefer_attributes=_profile(dislike), reference_prompt_list=[f"scene {i}"],
                                         response=resp, instruction=FINAL_INSTRUCTION,
-                                        extra={"true_scores_a": sa, "true_scores_b": sb, "content_seed": i}))
+                                        extra={"true_scores_a": sa, "true_scores_b": sb, "content_seed": i,
+                                               # per-image ground truth, as the synthetic engine writes it (alignment rows)
+                                               "true_profile_a": _profile(like if label == "Image A" else dislike),
+                                               "true_profile_b": _profile(dislike if label == "Image A" else like),
+                                               "reference_profiles": {"preferred": [_profile(like)] * 3, "non_preferred": [_profile(dislike)] * 3}}))
         return out
 
     train = records(n_train, root / "train" / "images", "t")
@@ -56,3 +60,19 @@ def make_mini_dataset(root: Path, n_train: int = 24, n_bench: int = 8, seed: int
     for sub in ("SP_ID", "SP_OD"):
         write_bench(records(n_bench, root / "data" / sub / "images", sub), root / "data" / sub / f"{sub}.json")
     return root
+
+
+class _Brevity:
+    """Shorter is better: a reward with variance even for an untrained policy (tests of GRPO mechanics)."""
+
+    __name__ = "brevity"
+
+    def __call__(self, completions, **kwargs):
+        from preferthinker.rewards import completion_text
+
+        return [1.0 - min(len(completion_text(c)), 200) / 200 for c in completions]
+
+
+def brevity(cfg=None, scorer=None):
+    """Reward plugin factory, used as ``reward.names=[...,tests.helpers:brevity]``."""
+    return _Brevity()

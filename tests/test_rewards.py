@@ -502,3 +502,14 @@ def test_reward_report():
     assert rep["n"] == 2 and rep["accuracy"] == 0.5 and rep["format"] == 1.0 and rep["consistency"] == 0.5
     assert rep["pref_profile"] == pytest.approx(1.0, abs=1e-4) and "pref_profile/s_text" in rep
     assert rep["accuracy/answer_accuracy"] == 0.5
+
+
+def test_user_reward_plugin_by_import_path():
+    """reward.names may name a user reward as 'package.module:factory'; a bad path is a config error naming it."""
+    from preferthinker.rewards import build_rewards
+
+    funcs, weights = build_rewards({"names": ["accuracy", "tests.helpers:brevity"], "weights": [1.0, 0.5]})
+    assert [f.__name__ for f in funcs] == ["accuracy", "brevity"] and weights == [1.0, 0.5]
+    assert funcs[1]([[{"role": "assistant", "content": "x" * 50}]])[0] == pytest.approx(0.75)
+    with pytest.raises(ConfigError, match="no_such_module:fn"):
+        build_rewards({"names": ["no_such_module:fn"], "weights": [1.0]})

@@ -151,6 +151,30 @@ def test_teacher_renders_contract_and_filter():
     assert not passes_filter(resp, other, u.prefer_attributes, u.non_preference)  # answer contradicts label
 
 
+@pytest.mark.parametrize("mode", ["terms", "relations", "none"])
+def test_teacher_candidate_preamble_modes(mode):
+    """The describe-first preamble: terms only, terms tagged with their relation to the profiles, or none;
+    every mode keeps the contract, the scores and the answer, and a relation tag always agrees with its score."""
+    import re
+
+    u = make_user(7, "train_sft", 3)
+    resp = teach(u.prefer_attributes, u.non_preference, u.image_a.profile, u.image_b.profile, u.scores_a, u.scores_b,
+                 None, None, verbosity="terse", describe_candidates=mode)
+    parsed = parse_response(resp)
+    assert parsed.format_ok and parsed.answer == u.label and parsed.scores_a == u.scores_a and parsed.scores_b == u.scores_b
+    lines = [l for l in resp.splitlines() if l.startswith("Image A shows:") or l.startswith("Image B shows:")]
+    assert len(lines) == (0 if mode == "none" else 2)
+    if mode == "relations":
+        word = {5: "preferred", 3: "neutral", 1: "non-preferred"}
+        for line, prof, scores in zip(lines, (u.image_a.profile, u.image_b.profile), (u.scores_a, u.scores_b), strict=True):
+            tags = re.findall(r"([^,:]+?) \(([a-z-]+)\)", line)
+            assert [t.strip() for t, _ in tags] == [prof[e] for e in ELEMENTS]
+            assert [w for _, w in tags] == [word[s] for s in scores]
+    with pytest.raises(ValueError, match="describe_candidates"):
+        teach(u.prefer_attributes, u.non_preference, u.image_a.profile, u.image_b.profile, u.scores_a, u.scores_b,
+              None, None, describe_candidates="sometimes")
+
+
 # ------------------------------------------------------------------------------------------------
 # the dataset
 

@@ -15,34 +15,15 @@ from preferthinker.runtime import ConfigError
 from tests.conftest import REPO, compose, train_overrides
 
 
-class _LengthReward:
-    """Test-only reward with variance even for an untrained policy (shorter is better), registered
-    through the public registry like any user reward."""
-
-    __name__ = "brevity"
-
-    def __call__(self, completions, **kwargs):
-        from preferthinker.rewards import completion_text
-
-        return [1.0 - min(len(completion_text(c)), 200) / 200 for c in completions]
-
-
 def _grpo_overrides(mini_data, tiny_model, run_dir, **extra):
     base = {"trainer.max_steps": 2, "trainer.num_generations": 4, "trainer.per_device_train_batch_size": 4,
             "trainer.gradient_accumulation_steps": 1, "trainer.max_completion_length": 24, "trainer.learning_rate": 0.05,
-            "trainer.save_steps": 1, "trainer.mask_truncated_completions": False, "reward.names": "[accuracy,format,pref_profile,brevity]", "reward.weights": "[1.0,0.3,0.35,0.5]"}
+            "trainer.save_steps": 1, "trainer.mask_truncated_completions": False, "reward.names": "[accuracy,format,pref_profile,tests.helpers:brevity]", "reward.weights": "[1.0,0.3,0.35,0.5]"}
     base.update(extra)
     return train_overrides(mini_data, tiny_model, run_dir, **base)
 
 
-@pytest.fixture
-def brevity(monkeypatch):
-    from preferthinker import rewards
-
-    monkeypatch.setitem(rewards.REWARDS, "brevity", lambda rc, scorer=None: _LengthReward())
-
-
-def test_grpo_updates_policy_and_logs_each_reward(mini_data, tiny_model, tmp_path, brevity):
+def test_grpo_updates_policy_and_logs_each_reward(mini_data, tiny_model, tmp_path):
     from safetensors.torch import load_file
 
     from preferthinker.train.grpo import run
@@ -95,3 +76,32 @@ def test_grpo_deepspeed_two_processes(mini_data, tiny_model, tmp_path, stage):
     res = json.loads((run_dir / "results.json").read_text())
     assert res["distributed"]["world_size"] == 2 and res["distributed"]["ranks_agree"], res["distributed"]
     assert res["global_step"] == 2
+
+
+def test_grpo_resume_after_kill_matches_uninterrupted_run(mini_data, sft_model, tmp_path):
+    """SIGKILL after step 3 (checkpoint-2 on disk), re-run the same command: the run resumes from checkpoint-2
+    (weights, optimizer, RNG: the sampled completions follow the restored torch RNG) and ends with the weights of
+    a run that was never interrupted."""
+    from safetensors.torch import load_file
+
+    def cmd(run_dir):
+        over = _grpo_overrides(mini_data, sft_model, run_dir, **{"trainer.max_steps": 4, "trainer.save_steps": 2,
+                                                                  "trainer.learning_rate": 0.01, "reward.names": "[accuracy,format,tests.helpers:brevity]",
+                                                                  "reward.weights": "[1.0,0.3,0.5]"})
+        return [sys.executable, str(REPO / "scripts" / "train_grpo.py"), *over]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}  # the brevity plugin lives in tests/helpers.py
+    ref = subprocess.run(cmd(tmp_path / "ref"), env=env, capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    killed = subprocess.run(cmd(tmp_path / "run"), env={**env, "PT_FAULT_AT_STEP": "3"}, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir() and not (tmp_path / "run" / "final").exists()
+    resumed = subprocess.run(cmd(tmp_path / "run"), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["resumed_from"].endswith("checkpoint-2") and res["global_step"] == 4
+    init = load_file(sft_model / "model.safetensors")
+    a, b = load_file(tmp_path / "ref" / "final" / "model.safetensors"), load_file(tmp_path / "run" / "final" / "model.safetensors")
+    assert any(not torch.equal(init[k], a[k]) for k in init), "the reference run did not change the policy: the test would be vacuous"
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)

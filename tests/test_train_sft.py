@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from preferthinker.runtime import ConfigError
 from tests.conftest import REPO, compose, train_overrides
 
 
@@ -77,6 +78,23 @@ def test_sft_run_trains_saves_and_reloads(mini_data, tiny_model, tmp_path):
 def _sft_cmd(mini_data, tiny_model, run_dir, *extra, launcher=None):
     over = train_overrides(mini_data, tiny_model, run_dir, **{"trainer.max_steps": 6, "trainer.save_steps": 2, "trainer.save_total_limit": 5})
     return (launcher or [sys.executable]) + [str(REPO / "scripts" / "train_sft.py"), *over, *extra]
+
+
+def test_alignment_stage_and_curriculum(mini_data, tiny_model, tmp_path):
+    """data.align_schedule=only trains on single-image rows alone (the pipeline's vision-alignment stage);
+    first puts every alignment row before the CoT rows; only without alignment rows is a config error."""
+    from preferthinker.train.sft import run
+
+    only = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "only", **{
+        "data.align_per_record": 2, "data.align_schedule": "only", "trainer.max_steps": 2, "trainer.save_strategy": "no"})))
+    assert only["alignment_rows"] == 2 * 24 and only["train_samples"] == 2 * 24 and only["align_schedule"] == "only"
+    first = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "first", **{
+        "data.align_per_record": 2, "data.align_schedule": "first", "trainer.max_steps": 2, "trainer.save_strategy": "no"})))
+    assert first["train_samples"] == 24 + 2 * 24 and first["align_schedule"] == "first"
+    with pytest.raises(ConfigError, match="data.align_per_record"):
+        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad", **{"data.align_per_record": 0, "data.align_schedule": "only"})))
+    with pytest.raises(ConfigError, match="data.align_schedule"):
+        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad2", **{"data.align_schedule": "later"})))
 
 
 def test_resume_after_kill_continues_with_same_data_order(mini_data, tiny_model, tmp_path):

@@ -45,6 +45,12 @@ def validate_common(cfg: DictConfig) -> None:
     t = cfg.trainer
     check(int(t.per_device_train_batch_size) >= 1, "trainer.per_device_train_batch_size", t.per_device_train_batch_size, "use >= 1")
     check(float(t.learning_rate) > 0, "trainer.learning_rate", t.learning_rate, "use a positive learning rate")
+    check(str(cfg.data.get("align_schedule") or "mixed") in ("mixed", "first", "only"), "data.align_schedule", cfg.data.get("align_schedule"),
+          "choose mixed (alignment rows shuffled among the CoT rows), first (all alignment rows, then the CoT rows) or only "
+          "(alignment rows alone: a vision-alignment stage)")
+    if str(cfg.data.get("align_schedule") or "mixed") == "only":
+        check(int(cfg.data.get("align_per_record") or 0) > 0, "data.align_per_record", cfg.data.get("align_per_record"),
+              "data.align_schedule=only trains on alignment rows alone: set data.align_per_record >= 1")
 
 
 def resolve_precision(bf16: Any) -> bool:
@@ -324,11 +330,22 @@ def run(cfg: DictConfig) -> dict:
     max_length = cfg.get("max_length")
     rows = build_examples(train_recs, image_root, spec, kind="sft", processor=processor, max_length=max_length, source=str(train_path))
     n_align = 0
-    if int(cfg.data.get("align_per_record") or 0) > 0:  # vision-alignment rows mixed in (see build_alignment_examples)
+    schedule = str(cfg.data.get("align_schedule") or "mixed")
+    if int(cfg.data.get("align_per_record") or 0) > 0:  # vision-alignment rows (see build_alignment_examples)
         align = build_alignment_examples(train_recs, image_root, spec, per_record=int(cfg.data.align_per_record), seed=int(cfg.seed))
         n_align = len(align)
-        rows += align
-        log.info("added %d single-image alignment rows", n_align)
+        if schedule == "only":  # a vision-alignment stage of its own (LLaVA's stage 1), before a CoT run from its final/
+            rows = align
+        elif schedule == "first":  # curriculum: every alignment row before the first CoT row, each block in a seeded order
+            import random
+
+            rng = random.Random(int(cfg.seed))
+            rng.shuffle(align)
+            rng.shuffle(rows)
+            rows = align + rows
+        else:
+            rows += align
+        log.info("%d single-image alignment rows (%s)", n_align, {"first": "all before the CoT rows", "only": "no CoT rows: alignment stage"}.get(schedule, "mixed in"))
     train_ds = Dataset.from_list(rows)
     val_ds = (Dataset.from_list(build_examples(val_recs, image_root, spec, kind="sft", processor=processor, max_length=max_length, source=str(train_path)))
               if val_recs else None)
@@ -338,6 +355,8 @@ def run(cfg: DictConfig) -> dict:
 
     kw = trainer_kwargs(cfg, run_dir)
     kw.update(max_length=None, completion_only_loss=True, dataset_kwargs={"skip_prepare_dataset": True})
+    if n_align and schedule == "first":
+        kw["train_sampling_strategy"] = "sequential"  # keep the curriculum order (already shuffled within each block)
     if val_ds is not None:
         kw.setdefault("eval_strategy", "steps")
         kw.setdefault("eval_steps", kw.get("save_steps", 100))
@@ -368,6 +387,7 @@ def run(cfg: DictConfig) -> dict:
         "global_step": trainer.state.global_step,
         "train_samples": len(train_ds),
         "alignment_rows": n_align,
+        "align_schedule": schedule if n_align else None,
         "train_runtime_s": round(wall, 1),
         "samples_per_s": round(out.metrics.get("train_samples_per_second", 0.0), 3),
         "resumed_from": resume,

@@ -91,7 +91,7 @@ class DataSettings:
     image_size: int
     users: dict[str, int]
     verbosity: str
-    describe_candidates: bool
+    describe_candidates: str
     workers: int
     progress: bool
     contact_sheets: bool
@@ -175,7 +175,7 @@ def validate_config(cfg: Any) -> DataSettings:
         image_size=size,
         users=users,
         verbosity=verbosity,
-        describe_candidates=bool(raw.get("describe_candidates", True)),
+        describe_candidates=_describe_mode(raw.get("describe_candidates", True)),
         workers=workers,
         progress=bool(raw.get("progress", True)),
         contact_sheets=bool(raw.get("contact_sheets", True)),
@@ -200,7 +200,19 @@ class _Job:
     size: int
     verbosity: str
     settings: UserSettings
-    describe_candidates: bool = True
+    describe_candidates: str = "terms"
+
+
+def _describe_mode(value: Any) -> str:
+    """describe_candidates: true/terms (what each candidate shows), relations (each term also tagged
+    preferred / neutral / non-preferred), false/none (no preamble)."""
+    if value is True or value == "terms":
+        return "terms"
+    if value is False or value in ("none", None):
+        return "none"
+    if value == "relations":
+        return "relations"
+    raise _err("describe_candidates", value, "choose true/terms, relations or false/none")
 
 
 def _make_one(job: _Job, split: str, index: int) -> dict[str, Any]:

@@ -114,7 +114,7 @@ def teach(
     verbosity: str = "terse",
     rng: np.random.Generator | None = None,
     vocab: Vocabulary | None = None,
-    describe_candidates: bool = True,
+    describe_candidates: bool | str = True,
 ) -> str:
     """Write the full response for one sample. ``preference`` values may hold two terms ("X, Y").
 
@@ -122,6 +122,9 @@ def teach(
     Teal, ...") before the per-element scores. The contract puts each score before its rationale, so
     without it the model must recognise a candidate's term and compare it with the profile in one token;
     describing first turns scoring into matching terms already written (the tiny default needs this).
+    ``describe_candidates="relations"`` also tags each described term with its relation to the profiles
+    ("Teal (neutral)"): the relation is decided right after the term is written, by matching it against the
+    profile blocks, and each score then copies a word already written.
     """
     if verbosity not in VERBOSITIES:
         raise ValueError(f"verbosity must be one of {VERBOSITIES}, got {verbosity!r}")
@@ -135,7 +138,12 @@ def teach(
         ra.append(rationale(e, profile_a[e], int(scores_a[i]), prefs, non_preference[e], measures_a, verbosity, rng, vocab))
         rb.append(rationale(e, profile_b[e], int(scores_b[i]), prefs, non_preference[e], measures_b, verbosity, rng, vocab))
     preamble = None
-    if describe_candidates:
+    if describe_candidates not in (True, False, "terms", "relations", "none"):
+        raise ValueError(f"describe_candidates must be true/terms, relations or false/none, got {describe_candidates!r}")
+    if describe_candidates == "relations":
+        preamble = "\n".join(f"Image {side} shows: " + ", ".join(f"{prof[e]} ({_REL_TERSE[int(sc[i])]})" for i, e in enumerate(ELEMENTS)) + "."
+                              for side, prof, sc in (("A", profile_a, scores_a), ("B", profile_b, scores_b)))
+    elif describe_candidates not in (False, "none"):
         preamble = "\n".join(f"Image {side} shows: " + ", ".join(prof[e] for e in ELEMENTS) + "."
                               for side, prof in (("A", profile_a), ("B", profile_b)))
     return render_response(dict(preference), dict(non_preference), list(scores_a), list(scores_b), ra, rb, think_preamble=preamble)
