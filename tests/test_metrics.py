@@ -213,3 +213,31 @@ def test_format_fail_rate_only_over_flagged_records():
     bare = [{"subset": "PICKAPIC", "index": 0, "pair_id": "x", "label": A, "answer": B}]
     m = subset_metrics(bare, n_boot=10, compute_similarity=False)
     assert m["format_fail_rate"] is None and m["accuracy"] == 0.0 and m["bootstrap_unit"] == "sample"
+
+
+def test_paired_similarity_diff_is_clustered_and_signed():
+    from preferthinker.evaluation.metrics import paired_similarity_diff
+    from preferthinker.profile import ELEMENTS
+
+    class Emb:  # deterministic stand-in: one-hot per distinct text, so similarity is 1 for an exact match else 0
+        def __init__(self):
+            self.ids = {}
+
+        def embed(self, texts):
+            import numpy as np
+
+            for t in texts:
+                self.ids.setdefault(t, len(self.ids))
+            out = np.zeros((len(texts), 64))
+            for i, t in enumerate(texts):
+                out[i, self.ids[t] % 64] = 1.0
+            return out
+
+    truth = {e: "x" for e in ELEMENTS}
+    wrong = {e: "y" for e in ELEMENTS}
+    rows_a = [{"subset": "S", "pair_id": f"S:{i}", "user_id": f"u{i}", "swapped": False, "true_preference": truth, "pred_preference": truth}
+              for i in range(20)]
+    rows_b = [{**r, "pred_preference": wrong if i % 2 else None} for i, r in enumerate(rows_a)]
+    res = paired_similarity_diff(rows_a, rows_b, Emb(), n_boot=200, seed=0)
+    assert res["n"] == 20 and res["pred_a"] == 100.0 and res["pred_b"] == 0.0 and res["diff"] == 100.0 and res["significant"]
+    assert paired_similarity_diff([{**r, "true_preference": None} for r in rows_a], rows_b, Emb()) is None

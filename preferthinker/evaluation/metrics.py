@@ -453,6 +453,37 @@ def _pair_key(record: Mapping) -> tuple:
     return (record.get("subset"), "index", int(record["index"]))
 
 
+def paired_similarity_diff(records_a: Sequence[Mapping], records_b: Sequence[Mapping], embedder, n_boot: int = 2000,
+                           seed: int = 0, side: str = "preference") -> dict | None:
+    """Profile similarity ("Pred", x100) difference A - B on the unswapped pairs both systems scored, with the
+    same user-clustered bootstrap as ``paired_bootstrap_diff``. An unparsed profile scores 0 (as in Pred).
+    None when the records carry no true profile."""
+    from preferthinker.similarity import profile_text_similarity
+
+    index_b = {_pair_key(r): r for r in records_b if not _swapped(r)}
+    pa, pb, truths, keys, seen = [], [], [], [], set()
+    for r in records_a:
+        key = _pair_key(r)
+        if _swapped(r) or key in seen or key not in index_b or r.get(f"true_{side}") is None:
+            continue
+        seen.add(key)
+        rb = index_b[key]
+        pa.append(r.get(f"pred_{side}"))
+        pb.append(rb.get(f"pred_{side}"))
+        truths.append(r[f"true_{side}"])
+        uid = r.get("user_id") if r.get("user_id") not in (None, "") else rb.get("user_id")
+        keys.append(("user", str(uid)) if uid not in (None, "") else ("__pair__", key))
+    if not truths:
+        return None
+    sa = np.asarray([s or 0.0 for s in profile_text_similarity(embedder, pa, truths)], dtype=np.float64) * 100.0
+    sb = np.asarray([s or 0.0 for s in profile_text_similarity(embedder, pb, truths)], dtype=np.float64) * 100.0
+    _, counts, (ga, gb) = _group_sums(keys, sa, sb)
+    _, (ma, mb), _ = cluster_bootstrap(counts, [ga, gb], n_boot, seed)
+    ci = _ci(ma - mb)
+    return {"diff": float(sa.mean() - sb.mean()), "ci95": ci, "pred_a": float(sa.mean()), "pred_b": float(sb.mean()),
+            "n": int(len(sa)), "significant": bool(ci[0] > 0 or ci[1] < 0), "n_boot": int(n_boot), "seed": int(seed)}
+
+
 def paired_bootstrap_diff(
     records_a: Sequence[Mapping],
     records_b: Sequence[Mapping],

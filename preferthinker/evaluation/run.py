@@ -314,7 +314,7 @@ def run(cfg: DictConfig) -> dict:
 
     if not is_main_process():
         return {}
-    from preferthinker.evaluation.metrics import paired_bootstrap_diff, subset_metrics
+    from preferthinker.evaluation.metrics import paired_bootstrap_diff, paired_similarity_diff, subset_metrics
     from preferthinker.evaluation.report import write_report
 
     def metrics(records: dict[str, list[dict]]) -> dict:
@@ -345,6 +345,16 @@ def run(cfg: DictConfig) -> dict:
                                         for s in all_records[main]}
         for n in names if n != main
     }
+    if cfg.metrics.similarity:  # Pred differences with the same paired, user-clustered bootstrap, between every two systems
+        emb = None  # the default MiniLM embedder, loaded once and cached by preferthinker.similarity
+        results["pred_comparisons"] = {}
+        for i, x in enumerate(names):
+            for y in names[i + 1:]:
+                per = {s: paired_similarity_diff(all_records[x][s], all_records[y][s], emb, n_boot=int(cfg.metrics.n_boot), seed=int(cfg.seed))
+                       for s in all_records[x]}
+                per = {s: v for s, v in per.items() if v is not None}
+                if per:
+                    results["pred_comparisons"][f"{label[x]} - {label[y]}"] = per
     written = write_report(results, run_dir)
     log.info("scored %d items with %s; report: %s", n_items, label[main], written.get("markdown", run_dir / "results.md"))
     print((run_dir / "results.md").read_text() if (run_dir / "results.md").is_file() else json.dumps(results["subsets"], indent=1))
