@@ -1,0 +1,31 @@
+"""The main job's runner: the align stage trains on single-image rows and the CoT SFT starts from it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from tests.conftest import REPO
+
+
+def test_pipeline_runs_align_then_sft_from_it(mini_data, tiny_model, tmp_path):
+    run_dir = tmp_path / "pipe"
+    common = ["logger=none", "data.val_samples=0", "trainer.max_steps=2", "trainer.save_strategy=no", "trainer.per_device_train_batch_size=4"]
+
+    def as_list(items):  # Hydra list of quoted key=value strings
+        return "[" + ",".join(f"'{x}'" for x in items) + "]"
+
+    cmd = [sys.executable, str(REPO / "scripts" / "run_pipeline.py"), f"run_dir={run_dir}", f"data_dir={mini_data}",
+           f"tiny_model={tiny_model}", "stages=[align,sft]", "align=" + as_list(common + ["data.align_per_record=2"]),
+           "sft=" + as_list(common + ["data.align_per_record=0"])]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    align = json.loads((run_dir / "align" / "results.json").read_text())
+    assert align["align_schedule"] == "only" and align["alignment_rows"] == align["train_samples"] == 48
+    sft_cfg = yaml.safe_load((run_dir / "sft" / "sft_config.yaml").read_text())
+    assert sft_cfg["model"]["path"] == str(run_dir / "align" / "final")
+    assert (run_dir / "sft" / "final" / "config.json").is_file()
+    assert set(json.loads((run_dir / "pipeline.json").read_text())["stage_seconds"]) == {"align", "sft"}
