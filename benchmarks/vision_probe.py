@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from preferthinker.data.loading import ALIGN_PROMPT, _profile_text  # noqa: E402
+from preferthinker.data.loading import ALIGN_PROMPT, alignment_target  # noqa: E402
 from preferthinker.data.schema import default_image_root, load_bench, load_train_jsonl  # noqa: E402
 from preferthinker.profile import ELEMENTS  # noqa: E402
 from preferthinker.prompting import load_image  # noqa: E402
@@ -107,7 +107,7 @@ def main() -> None:
         for p, prof in items:
             msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ALIGN_PROMPT}]}]
             prompt = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-            target = _profile_text(prof) + "<|im_end|>"
+            target = alignment_target(prof) + "<|im_end|>"
             texts.append(prompt + target)
             targets.append(target)
             images.append(img(p))

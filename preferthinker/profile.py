@@ -7,7 +7,7 @@ One place for the element names, their order and the spellings found in the wild
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 # Canonical keys, in the order the official reward code stringifies them (key_order).
 ELEMENTS: tuple[str, ...] = ("Art Styles", "Color", "Artistic Medium", "Saturation", "Detail")
@@ -102,6 +102,14 @@ def profile_to_string(profile: Mapping[str, str]) -> str:
     """The official ground-truth string form: ``"Art Styles: X, Color: Y, ..."`` in ELEMENTS order."""
     prof = canonicalize_profile(profile)
     return ", ".join(f"{k}: {prof[k]}" for k in ELEMENTS)
+
+
+def terms_phrase(profile: Mapping[str, str], tags: Sequence[str] | None = None) -> str:
+    """The five terms in ELEMENTS order, comma-joined, each optionally followed by ``(tag)``: the body of the
+    teacher's "Image A shows: ..." line and of the alignment rows' "This image shows: ..." target."""
+    if tags is None:
+        return ", ".join(profile[e] for e in ELEMENTS)
+    return ", ".join(f"{profile[e]} ({t})" for e, t in zip(ELEMENTS, tags, strict=True))
 
 
 def split_terms(value: str) -> list[str]:

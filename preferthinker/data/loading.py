@@ -150,11 +150,11 @@ def build_examples(
 ALIGN_PROMPT = "Describe the visual profile of this image."
 
 
-def _profile_text(profile: dict) -> str:
-    """Same wording as the teacher's candidate description line ("Image A shows: ...")."""
-    from preferthinker.profile import ELEMENTS
+def alignment_target(profile: dict) -> str:
+    """The target of an alignment row, worded like the teacher's candidate description ("Image A shows: ...")."""
+    from preferthinker.profile import terms_phrase
 
-    return "This image shows: " + ", ".join(profile[e] for e in ELEMENTS) + "."
+    return f"This image shows: {terms_phrase(profile)}."
 
 
 def build_alignment_examples(records: Sequence[PreferenceRecord], image_root: Path, spec: PromptSpec, *, per_record: int = 4,
@@ -189,7 +189,7 @@ def build_alignment_examples(records: Sequence[PreferenceRecord], image_root: Pa
             sys_text = system_prompt(spec.system) if spec.system else None
             prompt = ([{"role": "system", "content": [{"type": "text", "text": sys_text}]}] if sys_text else [])
             prompt.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ALIGN_PROMPT}]})
-            rows.append({"prompt": prompt, "completion": [assistant_message(_profile_text(prof))], "images": [img]})
+            rows.append({"prompt": prompt, "completion": [assistant_message(alignment_target(prof))], "images": [img]})
     return rows
 
 

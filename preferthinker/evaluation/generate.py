@@ -101,14 +101,13 @@ class Generator:
         s = self.settings
         if self.engine == "fast":
             ids, _, mask = self._fast_rollout().generate(inputs, num_generations=1, greedy=True)
-            with self._tok_lock:
-                return self.processor.batch_decode((ids * mask + self.pad_id * (1 - mask)).tolist(), skip_special_tokens=True)
-        kwargs = dict(max_new_tokens=s.max_new_tokens, do_sample=s.do_sample, repetition_penalty=s.repetition_penalty,
-                      pad_token_id=self.pad_id, suppress_tokens=self.suppress or None, min_new_tokens=s.min_new_tokens or None)
-        if s.do_sample:
-            kwargs["temperature"] = s.temperature
-        ids = self.model.generate(**inputs, **kwargs)
-        new = ids[:, inputs["input_ids"].shape[1] :]
+            new = ids * mask + self.pad_id * (1 - mask)
+        else:
+            kwargs = dict(max_new_tokens=s.max_new_tokens, do_sample=s.do_sample, repetition_penalty=s.repetition_penalty,
+                          pad_token_id=self.pad_id, suppress_tokens=self.suppress or None, min_new_tokens=s.min_new_tokens or None)
+            if s.do_sample:
+                kwargs["temperature"] = s.temperature
+            new = self.model.generate(**inputs, **kwargs)[:, inputs["input_ids"].shape[1] :]
         with self._tok_lock:
             return self.processor.batch_decode(new, skip_special_tokens=True)  # raw: the format check must see exactly what the model wrote
 

@@ -453,6 +453,28 @@ def _pair_key(record: Mapping) -> tuple:
     return (record.get("subset"), "index", int(record["index"]))
 
 
+def _paired_rows(records_a: Sequence[Mapping], records_b: Sequence[Mapping]) -> list[tuple[int, Mapping, int, Mapping, tuple]]:
+    """Unswapped pairs scored by both systems, matched on (subset, pair_id/index), first occurrence each:
+    ``(i, record_a, j, record_b, cluster_key)`` with the cluster key the user (or the pair when no user id)."""
+    index_b: dict[tuple, tuple[int, Mapping]] = {}
+    for j, r in enumerate(records_b):
+        if not _swapped(r):
+            index_b.setdefault(_pair_key(r), (j, r))
+    seen: set[tuple] = set()
+    out = []
+    for i, r in enumerate(records_a):
+        if _swapped(r):
+            continue
+        key = _pair_key(r)
+        if key in seen or key not in index_b:
+            continue
+        seen.add(key)
+        j, rb = index_b[key]
+        uid = r.get("user_id") if r.get("user_id") not in (None, "") else rb.get("user_id")
+        out.append((i, r, j, rb, ("user", str(uid)) if uid not in (None, "") else ("__pair__", key)))
+    return out
+
+
 def paired_similarity_diff(records_a: Sequence[Mapping], records_b: Sequence[Mapping], embedder, n_boot: int = 2000,
                            seed: int = 0, side: str = "preference") -> dict | None:
     """Profile similarity ("Pred", x100) difference A - B on the unswapped pairs both systems scored, with the
@@ -460,21 +482,13 @@ def paired_similarity_diff(records_a: Sequence[Mapping], records_b: Sequence[Map
     None when the records carry no true profile."""
     from preferthinker.similarity import profile_text_similarity
 
-    index_b = {_pair_key(r): r for r in records_b if not _swapped(r)}
-    pa, pb, truths, keys, seen = [], [], [], [], set()
-    for r in records_a:
-        key = _pair_key(r)
-        if _swapped(r) or key in seen or key not in index_b or r.get(f"true_{side}") is None:
-            continue
-        seen.add(key)
-        rb = index_b[key]
-        pa.append(r.get(f"pred_{side}"))
-        pb.append(rb.get(f"pred_{side}"))
-        truths.append(r[f"true_{side}"])
-        uid = r.get("user_id") if r.get("user_id") not in (None, "") else rb.get("user_id")
-        keys.append(("user", str(uid)) if uid not in (None, "") else ("__pair__", key))
-    if not truths:
+    rows = [(r, rb, key) for _, r, _, rb, key in _paired_rows(records_a, records_b) if r.get(f"true_{side}") is not None]
+    if not rows:
         return None
+    pa = [r.get(f"pred_{side}") for r, _, _ in rows]
+    pb = [rb.get(f"pred_{side}") for _, rb, _ in rows]
+    truths = [r[f"true_{side}"] for r, _, _ in rows]
+    keys = [key for _, _, key in rows]
     sa = np.asarray([s or 0.0 for s in profile_text_similarity(embedder, pa, truths)], dtype=np.float64) * 100.0
     sb = np.asarray([s or 0.0 for s in profile_text_similarity(embedder, pb, truths)], dtype=np.float64) * 100.0
     _, counts, (ga, gb) = _group_sums(keys, sa, sb)
@@ -498,24 +512,10 @@ def paired_bootstrap_diff(
     """
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    index_b: dict[tuple, tuple[int, Mapping]] = {}
-    for j, r in enumerate(records_b):
-        if not _swapped(r):
-            index_b.setdefault(_pair_key(r), (j, r))
-    seen: set[tuple] = set()
-    ca, cb, keys = [], [], []
-    for i, r in enumerate(records_a):
-        if _swapped(r):
-            continue
-        key = _pair_key(r)
-        if key in seen or key not in index_b:
-            continue
-        seen.add(key)
-        j, rb = index_b[key]
-        ca.append(_is_correct(r, i))
-        cb.append(_is_correct(rb, j))
-        uid = r.get("user_id") if r.get("user_id") not in (None, "") else rb.get("user_id")
-        keys.append(("user", str(uid)) if uid not in (None, "") else ("__pair__", key))
+    pairs = _paired_rows(records_a, records_b)
+    ca = [_is_correct(r, i) for i, r, _, _, _ in pairs]
+    cb = [_is_correct(rb, j) for _, _, j, rb, _ in pairs]
+    keys = [key for *_, key in pairs]
     if not ca:
         raise ValueError("the two record sets share no pair (matched on subset + pair_id/index)")
     a = np.asarray(ca, dtype=np.float64)

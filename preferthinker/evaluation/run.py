@@ -246,8 +246,7 @@ def _barrier() -> None:
     if world_size() > 1:
         import torch.distributed as dist
 
-        if not dist.is_initialized():
-            _init_process_group()
+        _init_process_group()  # no-op when the group is already up
         dist.barrier()
 
 
@@ -346,11 +345,10 @@ def run(cfg: DictConfig) -> dict:
         for n in names if n != main
     }
     if cfg.metrics.similarity:  # Pred differences with the same paired, user-clustered bootstrap, between every two systems
-        emb = None  # the default MiniLM embedder, loaded once and cached by preferthinker.similarity
-        results["pred_comparisons"] = {}
+        results["pred_comparisons"] = {}  # embedder None: the default MiniLM, loaded once and cached by preferthinker.similarity
         for i, x in enumerate(names):
             for y in names[i + 1:]:
-                per = {s: paired_similarity_diff(all_records[x][s], all_records[y][s], emb, n_boot=int(cfg.metrics.n_boot), seed=int(cfg.seed))
+                per = {s: paired_similarity_diff(all_records[x][s], all_records[y][s], None, n_boot=int(cfg.metrics.n_boot), seed=int(cfg.seed))
                        for s in all_records[x]}
                 per = {s: v for s, v in per.items() if v is not None}
                 if per:

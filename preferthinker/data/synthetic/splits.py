@@ -36,7 +36,7 @@ import numpy as np
 from preferthinker.profile import ELEMENTS
 from preferthinker.data.synthetic import render as R
 from preferthinker.data.synthetic.features import measure
-from preferthinker.data.synthetic.teacher import VERBOSITIES, passes_filter, teach
+from preferthinker.data.synthetic.teacher import VERBOSITIES, describe_mode, passes_filter, teach
 from preferthinker.data.synthetic.users import (
     BENCH_SPLITS,
     TRAIN_SPLITS,
@@ -204,15 +204,11 @@ class _Job:
 
 
 def _describe_mode(value: Any) -> str:
-    """describe_candidates: true/terms (what each candidate shows), relations (each term also tagged
-    preferred / neutral / non-preferred), false/none (no preamble)."""
-    if value is True or value == "terms":
-        return "terms"
-    if value is False or value in ("none", None):
-        return "none"
-    if value == "relations":
-        return "relations"
-    raise _err("describe_candidates", value, "choose true/terms, relations or false/none")
+    """describe_candidates (see ``teacher.describe_mode``), as a config error naming the key."""
+    try:
+        return describe_mode(value)
+    except ValueError:
+        raise _err("describe_candidates", value, "choose true/terms, relations or false/none") from None
 
 
 def _make_one(job: _Job, split: str, index: int) -> dict[str, Any]:

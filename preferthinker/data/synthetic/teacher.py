@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from preferthinker.profile import ELEMENTS, canonicalize_profile
+from preferthinker.profile import ELEMENTS, canonicalize_profile, terms_phrase
 from preferthinker.response import parse_response, render_response
 from preferthinker.data.synthetic.vocabulary import Vocabulary, load_vocabulary
 
@@ -101,6 +101,20 @@ def rationale(element: str, term: str, score: int, preferred: Sequence[str], non
     return f"{openers[int(rng.integers(len(openers)))]} {what}, which reads as {term}; it {rel}, {tail}"
 
 
+DESCRIBE_MODES = ("terms", "relations", "none")
+
+
+def describe_mode(value: bool | str | None) -> str:
+    """Normalise ``describe_candidates``: true/"terms", "relations", false/None/"none" (ValueError otherwise)."""
+    if value is True or value == "terms":
+        return "terms"
+    if value is False or value is None or value == "none":
+        return "none"
+    if value == "relations":
+        return "relations"
+    raise ValueError(f"describe_candidates must be true/terms, relations or false/none, got {value!r}")
+
+
 def teach(
     preference: Mapping[str, str],
     non_preference: Mapping[str, str],
@@ -137,15 +151,12 @@ def teach(
         prefs = split_terms(preference[e])
         ra.append(rationale(e, profile_a[e], int(scores_a[i]), prefs, non_preference[e], measures_a, verbosity, rng, vocab))
         rb.append(rationale(e, profile_b[e], int(scores_b[i]), prefs, non_preference[e], measures_b, verbosity, rng, vocab))
+    mode = describe_mode(describe_candidates)
     preamble = None
-    if describe_candidates not in (True, False, "terms", "relations", "none"):
-        raise ValueError(f"describe_candidates must be true/terms, relations or false/none, got {describe_candidates!r}")
-    if describe_candidates == "relations":
-        preamble = "\n".join(f"Image {side} shows: " + ", ".join(f"{prof[e]} ({_REL_TERSE[int(sc[i])]})" for i, e in enumerate(ELEMENTS)) + "."
-                              for side, prof, sc in (("A", profile_a, scores_a), ("B", profile_b, scores_b)))
-    elif describe_candidates not in (False, "none"):
-        preamble = "\n".join(f"Image {side} shows: " + ", ".join(prof[e] for e in ELEMENTS) + "."
-                              for side, prof in (("A", profile_a), ("B", profile_b)))
+    if mode != "none":
+        preamble = "\n".join(
+            f"Image {side} shows: {terms_phrase(prof, [_REL_TERSE[int(x)] for x in sc] if mode == 'relations' else None)}."
+            for side, prof, sc in (("A", profile_a, scores_a), ("B", profile_b, scores_b)))
     return render_response(dict(preference), dict(non_preference), list(scores_a), list(scores_b), ra, rb, think_preamble=preamble)
 
 
