@@ -158,7 +158,7 @@ class ModelLoadError(RuntimeError):
 
 
 def train_tokenizer(
-    texts: Iterable[str], vocab_size: int = 2048, min_frequency: int = 2
+    texts: Iterable[str], vocab_size: int = 2048, min_frequency: int = 2, word_tokens: Iterable[str] = ()
 ) -> transformers.PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on ``texts`` and wrap it as a ``Qwen2Tokenizer``.
 
@@ -168,14 +168,23 @@ def train_tokenizer(
     ``AutoTokenizer``/``AutoProcessor`` unchanged.
 
     Token ids: the 256 byte symbols, then the learned merges, then ``QWEN_SPECIAL_TOKENS`` (special; eos is
-    ``<|im_end|>``, pad is ``<|endoftext|>``), then ``FORMAT_TAGS`` (ordinary added tokens, one id each).
+    ``<|im_end|>``, pad is ``<|endoftext|>``), then ``FORMAT_TAGS`` (ordinary added tokens, one id each), then
+    ``word_tokens``.
+
+    ``word_tokens`` are domain terms ("Rose Pink", "Art Deco") added as whole-word tokens: each is one id
+    wherever it stands. Byte-level BPE otherwise splits a term by what precedes it (``"Rose`` after a quote
+    in a profile block, `` Rose`` after a space in a rationale: different ids), so a model trained from
+    scratch would have to learn that the two spellings are the same term before it could compare a
+    candidate's term with the profile's. Decoding is unchanged (the text round-trips).
 
     Args:
         texts: training corpus, one document per item. Consumed once; the same texts (same order) give the
             same tokenizer.
-        vocab_size: upper bound on ``len(tokenizer)``, special tokens and tags included. A small corpus
-            learns fewer merges and yields a smaller vocabulary.
+        vocab_size: upper bound on ``len(tokenizer)``, special tokens, tags and word tokens included. A small
+            corpus learns fewer merges and yields a smaller vocabulary.
         min_frequency: a pair must occur at least this often to become a merge.
+        word_tokens: whole-word tokens to add (order kept, duplicates dropped; none may be empty or start or
+            end with whitespace).
 
     Returns:
         A ``transformers.Qwen2Tokenizer`` (a ``PreTrainedTokenizerFast``).
@@ -184,11 +193,15 @@ def train_tokenizer(
     from tokenizers.models import BPE
     from transformers import Qwen2Tokenizer
 
-    n_added = len(QWEN_SPECIAL_TOKENS) + len(FORMAT_TAGS)
+    words = list(dict.fromkeys(str(w) for w in word_tokens))
+    bad = [w for w in words if not w or w != w.strip() or w in QWEN_SPECIAL_TOKENS or w in FORMAT_TAGS]
+    if bad:
+        raise ValueError(f"word_tokens must be non-empty, unpadded and distinct from the special tokens and tags; got {bad[:5]}")
+    n_added = len(QWEN_SPECIAL_TOKENS) + len(FORMAT_TAGS) + len(words)
     if vocab_size < 256 + n_added:
         raise ValueError(
             f"vocab_size={vocab_size} is too small: it must hold the 256 byte symbols "
-            f"plus {n_added} special tokens and tags."
+            f"plus {n_added} special tokens, tags and word tokens."
         )
 
     backend = Tokenizer(
@@ -233,6 +246,9 @@ def train_tokenizer(
         clean_up_tokenization_spaces=False,
     )
     tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in FORMAT_TAGS])
+    # single_word asks the tokenizer not to match inside a longer word; it does not always hold ("Richness"
+    # still becomes "Rich" + "ness" pieces), which costs a few tokens, never a wrong decode.
+    tokenizer.add_tokens([AddedToken(w, special=False, normalized=False, single_word=True) for w in words])
     return tokenizer
 
 
@@ -273,6 +289,7 @@ def build_tiny_model(
     vision_heads: int = 4,
     min_pixels: int = 56 * 56,
     max_pixels: int = 56 * 56,
+    word_tokens: Iterable[str] = (),
 ) -> Path:
     """Build a randomly initialised, architecturally faithful Qwen2.5-VL and save it to ``out_dir``.
 
@@ -296,6 +313,8 @@ def build_tiny_model(
         vision_depth, vision_hidden_size, vision_intermediate_size, vision_heads: ViT sizes.
             ``vision_hidden_size / vision_heads`` must be divisible by 4 (2-D rotary embedding).
         min_pixels, max_pixels: image-processor bounds on resized ``height * width``.
+        word_tokens: domain terms the tokenizer keeps whole (see ``train_tokenizer``), e.g. the profile terms
+            of the training data, so that a term is the same single id in a profile block and in a rationale.
 
     Returns:
         ``out_dir`` as a ``Path``.
@@ -325,7 +344,7 @@ def build_tiny_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
+    tokenizer = train_tokenizer(texts, vocab_size=vocab_size, word_tokens=word_tokens)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
 
     head_dim = hidden_size // num_heads

@@ -43,13 +43,14 @@ def mini_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory, mini_data) -> Path:
     """The tiny backbone, built from the mini dataset's texts (as the SFT recipe does on first use)."""
-    from preferthinker.data.loading import PromptSpec, corpus_for_tokenizer
+    from preferthinker.data.loading import PromptSpec, corpus_for_tokenizer, profile_terms
     from preferthinker.data.schema import load_train_jsonl
     from preferthinker.modeling import build_tiny_model
 
     recs = load_train_jsonl(mini_data / "train" / "sft.jsonl")
     path = tmp_path_factory.mktemp("models") / "tiny"
-    return build_tiny_model(path, corpus_for_tokenizer(recs, PromptSpec(style="compact", system="compact")), vocab_size=1024)
+    return build_tiny_model(path, corpus_for_tokenizer(recs, PromptSpec(style="compact", system="compact")), vocab_size=1024,
+                            word_tokens=profile_terms(recs))
 
 
 def train_overrides(mini_data: Path, tiny_model: Path, run_dir: Path, **extra) -> list[str]:

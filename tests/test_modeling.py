@@ -190,6 +190,27 @@ def test_tokenizer_training_is_deterministic(tokenizer):
     assert again.backend_tokenizer.to_str() == tokenizer.backend_tokenizer.to_str()
 
 
+def test_word_tokens_are_one_id_in_every_context():
+    terms = ["Rose Pink", "Art Deco", "Muted", "Hyper-detailed"]
+    tok = train_tokenizer(CORPUS, vocab_size=2048, word_tokens=terms)
+    plain = train_tokenizer(CORPUS, vocab_size=2048)
+    # a profile block writes the term after a quote, a rationale after a space: BPE alone gives different pieces
+    profile, rationale = '"Color": "Rose Pink",', "Image A(5) - Rose Pink, preferred;"
+    assert plain.encode('"Rose Pink"', add_special_tokens=False)[1] != plain.encode(" Rose Pink", add_special_tokens=False)[0]
+    for term in terms:
+        tid = tok.convert_tokens_to_ids(term)
+        assert tok.encode(term, add_special_tokens=False) == [tid]
+        for context in (f'"{term}"', f"- {term}, preferred", f"shows: {term}."):
+            assert tid in tok.encode(context, add_special_tokens=False), context
+    for text in (profile, rationale, "Richness, Muted-ish, Hyper-detailed!"):
+        assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
+    assert len(tok) == len(plain) + len(terms)
+    with pytest.raises(ValueError, match="word_tokens"):
+        train_tokenizer(CORPUS, vocab_size=2048, word_tokens=[" padded"])
+    with pytest.raises(ValueError, match="word_tokens"):
+        train_tokenizer(CORPUS, vocab_size=2048, word_tokens=["<think>"])
+
+
 def test_vocab_size_bounds():
     small = train_tokenizer(CORPUS, vocab_size=300)
     assert len(small) <= 300

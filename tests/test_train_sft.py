@@ -25,6 +25,27 @@ def _rows(mini_data, tiny_model, n=2):
     return recs, processor, build_examples(recs, mini_data / "train" / "images", spec, kind="sft", processor=processor, max_length=4096)
 
 
+def test_tiny_model_is_built_with_whole_word_profile_terms(mini_data, tmp_path):
+    """First use builds the tiny backbone; with model.build.term_tokens (the default) every profile term of the
+    training data is one token, the same id after a quote (profile block) and after a space (rationale)."""
+    from transformers import AutoTokenizer
+
+    from preferthinker.data.loading import PromptSpec, corpus_for_tokenizer, profile_terms
+    from preferthinker.data.schema import load_train_jsonl
+    from preferthinker.train.sft import ensure_model
+
+    recs = load_train_jsonl(mini_data / "train" / "sft.jsonl")
+    terms = profile_terms(recs)
+    assert terms and all(t in terms for t in recs[0].prefer_attributes.values() if "," not in t)
+    cfg = compose("sft", train_overrides(mini_data, tmp_path / "tiny", tmp_path / "run", **{"model.build.vocab_size": 1024}))
+    tok = AutoTokenizer.from_pretrained(ensure_model(cfg, corpus_for_tokenizer(recs, PromptSpec(style="compact", system="compact")), terms))
+    for term in terms:
+        tid = tok.convert_tokens_to_ids(term)
+        assert tok.encode(f'"{term}"', add_special_tokens=False)[1] == tid
+        assert tok.encode(f"A shows {term}.", add_special_tokens=False)[-2] == tid
+    assert tok.decode(tok.encode(recs[0].response, add_special_tokens=False)) == recs[0].response
+
+
 def test_loss_on_assistant_response_only(mini_data, tiny_model):
     """With the recipe's settings (prompt/completion rows, completion_only_loss), no prompt, system or
     image token carries a label; every response token does."""

@@ -193,6 +193,24 @@ def build_alignment_examples(records: Sequence[PreferenceRecord], image_root: Pa
     return rows
 
 
+def profile_terms(records: Sequence[PreferenceRecord]) -> list[str]:
+    """Every profile term the records name (both profiles, split into single terms; per-image truth too),
+    in first-seen order: the tiny tokenizer's whole-word tokens (``modeling.train_tokenizer``)."""
+    from preferthinker.profile import split_terms
+
+    seen: dict[str, None] = {}
+    for rec in records:
+        profiles = [rec.prefer_attributes, rec.non_prefer_attributes, rec.extra.get("true_profile_a"), rec.extra.get("true_profile_b")]
+        refs = rec.extra.get("reference_profiles") or {}
+        profiles += [p for side in ("preferred", "non_preferred") for p in (refs.get(side) or [])]
+        for prof in profiles:
+            if isinstance(prof, dict):
+                for value in prof.values():
+                    for term in split_terms(str(value)):
+                        seen.setdefault(term, None)
+    return list(seen)
+
+
 def corpus_for_tokenizer(records: Sequence[PreferenceRecord], spec: PromptSpec) -> list[str]:
     """Texts the tiny model's tokenizer is trained on: the prompt texts and every response."""
     from preferthinker import prompting

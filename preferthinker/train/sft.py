@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from preferthinker.data.loading import PromptSpec, build_alignment_examples, build_examples, corpus_for_tokenizer, image_root_for
+from preferthinker.data.loading import PromptSpec, build_alignment_examples, build_examples, corpus_for_tokenizer, image_root_for, profile_terms
 from preferthinker.data.schema import load_train_jsonl
 from preferthinker.runtime import ConfigError, check, is_main_process, setup_run, write_json
 
@@ -63,9 +63,10 @@ def resolve_precision(bf16: Any) -> bool:
     return bool(bf16)
 
 
-def ensure_model(cfg: DictConfig, corpus: list[str]) -> str:
+def ensure_model(cfg: DictConfig, corpus: list[str], terms: list[str] = ()) -> str:
     """Path of the backbone. The tiny default is built here on first use (tokenizer trained on the
-    training texts), so `train_sft.py` works with no weights at all."""
+    training texts, with ``terms``, the profile terms, as whole-word tokens when ``model.build.term_tokens``),
+    so `train_sft.py` works with no weights at all."""
     path = Path(str(cfg.model.path))
     build = cfg.model.get("build")
     if build and not (path / "config.json").is_file():
@@ -73,8 +74,10 @@ def ensure_model(cfg: DictConfig, corpus: list[str]) -> str:
             raise ConfigError(f"model.path={path} does not exist yet; build the tiny model first with a single process run")
         from preferthinker.modeling import build_tiny_model
 
-        log.info("building the tiny Qwen2.5-VL at %s from %d training texts", path, len(corpus))
-        build_tiny_model(path, corpus, **OmegaConf.to_container(build, resolve=True))
+        kwargs = OmegaConf.to_container(build, resolve=True)
+        words = list(terms) if kwargs.pop("term_tokens", False) else []
+        log.info("building the tiny Qwen2.5-VL at %s from %d training texts (%d whole-word term tokens)", path, len(corpus), len(words))
+        build_tiny_model(path, corpus, word_tokens=words, **kwargs)
     return str(path)
 
 
@@ -316,7 +319,7 @@ def run(cfg: DictConfig) -> dict:
     # 2. backbone + processor (the tiny default is built from the training texts on first use)
     from preferthinker.modeling import count_parameters, load_model_and_processor
 
-    model_path = ensure_model(cfg, corpus_for_tokenizer(records, spec))
+    model_path = ensure_model(cfg, corpus_for_tokenizer(records, spec), profile_terms(records))
     model, processor = load_model_and_processor(
         model_path, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
         freeze_vision=bool(cfg.model.freeze_vision), min_pixels=spec.min_pixels, max_pixels=spec.max_pixels,
