@@ -279,11 +279,14 @@ def render_response(
     rationales_b: Sequence[str] | None = None,
     answer: str | None = None,
     think_preamble: str | None = None,
+    section_notes: Sequence[str] | None = None,
 ) -> str:
     """Write the official four-block response. ``answer`` defaults to the image with the larger
     total; a tie needs an explicit answer (ValueError otherwise, since the contract has none).
     ``think_preamble`` (free lines, e.g. what each candidate shows) opens ``<think>`` before the
-    per-element sections; the parser skips it."""
+    per-element sections; the parser skips it. ``section_notes`` (one line per element, e.g. what each
+    candidate shows for it) goes between a section's heading and its "Image A(..)" line; the parser skips
+    those too."""
     sa, sb = _check_scores("scores_a", scores_a), _check_scores("scores_b", scores_b)
     ra = [_check_rationale("rationales_a", r) for r in (rationales_a or [""] * len(ELEMENTS))]
     rb = [_check_rationale("rationales_b", r) for r in (rationales_b or [""] * len(ELEMENTS))]
@@ -297,11 +300,17 @@ def render_response(
     if answer not in ANSWERS:
         raise ValueError(f"answer must be one of {ANSWERS}, got {answer!r}")
 
+    notes = [_check_rationale("section_notes", n) for n in (section_notes or [""] * len(ELEMENTS))]
+    if len(notes) != len(ELEMENTS):
+        raise ValueError(f"need {len(ELEMENTS)} section notes, one per element")
+    if any(re.search(r":\s*$", n) for n in notes):
+        raise ValueError("section_notes must not end with ':' (they would read as a section heading)")
     sections = []
     for i, heading in enumerate(THINK_HEADINGS):
         line_a = f"Image A({sa[i]})" + (f" - {ra[i]};" if ra[i] else ";")
         line_b = f"Image B({sb[i]})" + (f" - {rb[i]}." if rb[i] else ".")
-        sections.append(f"{i + 1}. {heading}:\n{line_a}\n{line_b}")
+        note = f"{notes[i]}\n" if notes[i] else ""
+        sections.append(f"{i + 1}. {heading}:\n{note}{line_a}\n{line_b}")
     think = "\n\n".join(sections)
     if think_preamble:
         lines = [_check_rationale("think_preamble", line) for line in str(think_preamble).splitlines() if line.strip()]

@@ -155,6 +155,20 @@ def test_profile_helpers():
         canonicalize_profile({"Art Styles": "a", "Color": "b", "Artistic Medium": "c", "Saturation": "d"})
 
 
+def test_section_notes_sit_under_each_heading_and_are_skipped_by_the_parser():
+    notes = [f"note {i}: A shows x, B shows y." for i in range(5)]
+    text = render_response(PREF, NONPREF, [5, 4, 3, 3, 4], [1, 2, 3, 3, 2], ["ra"] * 5, ["rb"] * 5, section_notes=notes)
+    assert "1. Artistic style:\nnote 0: A shows x, B shows y.\nImage A(5) - ra;" in text
+    a = parse_response(text)
+    assert a.format_ok and a.consistent and a.scores_b == [1, 2, 3, 3, 2] and a.rationales_a == ["ra"] * 5
+    with pytest.raises(ValueError, match="section notes"):
+        render_response(PREF, NONPREF, [5] * 5, [1] * 5, section_notes=["x"] * 4)
+    with pytest.raises(ValueError, match="heading"):
+        render_response(PREF, NONPREF, [5] * 5, [1] * 5, section_notes=["Colour:"] * 5)
+    with pytest.raises(ValueError):
+        render_response(PREF, NONPREF, [5] * 5, [1] * 5, section_notes=["Image B(1) sneaks a score in"] * 5)
+
+
 def test_think_preamble_is_skipped_by_the_parser_and_checked():
     pre = "Image A shows: Pixel Art, Pink, Silkscreen, Muted, Fine.\nImage B shows: Cubism, Teal, Watercolor, Intense, Smooth."
     a = parse_response(render_response(PREF, NONPREF, [5, 4, 3, 3, 4], [1, 2, 3, 3, 2], think_preamble=pre))

@@ -151,7 +151,7 @@ def test_teacher_renders_contract_and_filter():
     assert not passes_filter(resp, other, u.prefer_attributes, u.non_preference)  # answer contradicts label
 
 
-@pytest.mark.parametrize("mode", ["terms", "relations", "none"])
+@pytest.mark.parametrize("mode", ["terms", "relations", "sections", "none"])
 def test_teacher_candidate_preamble_modes(mode):
     """The describe-first preamble: terms only, terms tagged with their relation to the profiles, or none;
     every mode keeps the contract, the scores and the answer, and a relation tag always agrees with its score."""
@@ -163,7 +163,11 @@ def test_teacher_candidate_preamble_modes(mode):
     parsed = parse_response(resp)
     assert parsed.format_ok and parsed.answer == u.label and parsed.scores_a == u.scores_a and parsed.scores_b == u.scores_b
     lines = [l for l in resp.splitlines() if l.startswith("Image A shows:") or l.startswith("Image B shows:")]
-    assert len(lines) == (0 if mode == "none" else 2)
+    assert len(lines) == (2 if mode in ("terms", "relations") else 0)
+    if mode == "sections":  # one note per section, right under its heading, naming both profiles and both candidates
+        notes = re.findall(r"^\d\. [^\n]+:\n(liked [^\n]+)\nImage A\(", resp, re.M)
+        assert notes == [f"liked {u.prefer_attributes[e]}; disliked {u.non_preference[e]}; A shows {u.image_a.profile[e]}; "
+                         f"B shows {u.image_b.profile[e]}." for e in ELEMENTS]
     if mode == "relations":
         word = {5: "preferred", 3: "neutral", 1: "non-preferred"}
         for line, prof, scores in zip(lines, (u.image_a.profile, u.image_b.profile), (u.scores_a, u.scores_b), strict=True):

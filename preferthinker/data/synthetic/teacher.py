@@ -101,18 +101,18 @@ def rationale(element: str, term: str, score: int, preferred: Sequence[str], non
     return f"{openers[int(rng.integers(len(openers)))]} {what}, which reads as {term}; it {rel}, {tail}"
 
 
-DESCRIBE_MODES = ("terms", "relations", "none")
+DESCRIBE_MODES = ("terms", "relations", "sections", "none")
 
 
 def describe_mode(value: bool | str | None) -> str:
-    """Normalise ``describe_candidates``: true/"terms", "relations", false/None/"none" (ValueError otherwise)."""
+    """Normalise ``describe_candidates``: true/"terms", "relations", "sections", false/None/"none" (ValueError otherwise)."""
     if value is True or value == "terms":
         return "terms"
     if value is False or value is None or value == "none":
         return "none"
-    if value == "relations":
-        return "relations"
-    raise ValueError(f"describe_candidates must be true/terms, relations or false/none, got {value!r}")
+    if value in ("relations", "sections"):
+        return value
+    raise ValueError(f"describe_candidates must be true/terms, relations, sections or false/none, got {value!r}")
 
 
 def teach(
@@ -136,6 +136,9 @@ def teach(
     Teal, ...") before the per-element scores. The contract puts each score before its rationale, so
     without it the model must recognise a candidate's term and compare it with the profile in one token;
     describing first turns scoring into matching terms already written (the tiny default needs this).
+    ``describe_candidates="sections"`` writes no preamble but opens each element's section with what the two
+    candidates show for that element ("A shows Teal, B shows Violet."): the term is read right after the
+    heading names the element, and each score then compares a term a few tokens back with the profiles.
     ``describe_candidates="relations"`` also tags each described term with its relation to the profiles
     ("Teal (neutral)"): the relation is decided right after the term is written, by matching it against the
     profile blocks, and each score then copies a word already written.
@@ -152,12 +155,15 @@ def teach(
         ra.append(rationale(e, profile_a[e], int(scores_a[i]), prefs, non_preference[e], measures_a, verbosity, rng, vocab))
         rb.append(rationale(e, profile_b[e], int(scores_b[i]), prefs, non_preference[e], measures_b, verbosity, rng, vocab))
     mode = describe_mode(describe_candidates)
-    preamble = None
-    if mode != "none":
+    preamble = notes = None
+    if mode == "sections":
+        notes = [f"liked {preference[e]}; disliked {non_preference[e]}; A shows {profile_a[e]}; B shows {profile_b[e]}." for e in ELEMENTS]
+    elif mode != "none":
         preamble = "\n".join(
             f"Image {side} shows: {terms_phrase(prof, [_REL_TERSE[int(x)] for x in sc] if mode == 'relations' else None)}."
             for side, prof, sc in (("A", profile_a, scores_a), ("B", profile_b, scores_b)))
-    return render_response(dict(preference), dict(non_preference), list(scores_a), list(scores_b), ra, rb, think_preamble=preamble)
+    return render_response(dict(preference), dict(non_preference), list(scores_a), list(scores_b), ra, rb, think_preamble=preamble,
+                           section_notes=notes)
 
 
 def passes_filter(response: str, label: str, preference: Mapping[str, str], non_preference: Mapping[str, str]) -> bool:
