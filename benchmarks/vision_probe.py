@@ -9,6 +9,7 @@ vision tower, trained from scratch in a few CPU minutes, tell the terms apart at
 
     python benchmarks/vision_probe.py --steps 300                         # the default tiny sizes
     python benchmarks/vision_probe.py --steps 300 --vision-depth 4 --vision-hidden 128 --patch 7 --merge 4
+    python benchmarks/vision_probe.py --init outputs/pipeline/main5/align/final --steps 0   # measure a checkpoint
 
 Prints one line per evaluation and a final JSON line (``--json`` also writes it to a file).
 """
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from preferthinker.data.loading import ALIGN_PROMPT, alignment_target  # noqa: E402
 from preferthinker.data.schema import default_image_root, load_bench, load_train_jsonl  # noqa: E402
 from preferthinker.profile import ELEMENTS  # noqa: E402
-from preferthinker.prompting import load_image  # noqa: E402
+from preferthinker.prompting import load_image, system_prompt  # noqa: E402
 
 
 def items_of(records, image_root: Path, train: bool) -> list[tuple[Path, dict]]:
@@ -63,8 +64,14 @@ def main() -> None:
     ap.add_argument("--eval-n", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--init", default=None, help="start from this checkpoint's weights (its ViT sizes; the size flags are ignored)"
+                    "; with --steps 0 it only measures how well the checkpoint reads single images")
+    ap.add_argument("--system", default=None, help="system prompt style of the rows (as the run's prompt.system; "
+                    "default: none for a fresh model, compact with --init, as the SFT alignment rows)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    if a.system is None:
+        a.system = "compact" if a.init else ""
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -72,18 +79,24 @@ def main() -> None:
 
     from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessor
 
-    processor = AutoProcessor.from_pretrained(a.tokenizer)
     px = a.image_size * a.image_size
-    processor.image_processor = Qwen2VLImageProcessor(size={"shortest_edge": px, "longest_edge": px}, patch_size=a.patch,
-                                                      merge_size=a.merge, temporal_patch_size=2)
-    cfg = AutoConfig.from_pretrained(a.tokenizer)
-    v = cfg.vision_config
-    v.depth, v.hidden_size, v.num_heads = a.vision_depth, a.vision_hidden, max(1, a.vision_hidden // 16)
-    v.intermediate_size = a.vision_mlp or 2 * a.vision_hidden
-    v.patch_size, v.spatial_merge_size = a.patch, a.merge
-    v.window_size = a.patch * a.merge * 4
-    v.fullatt_block_indexes = [a.vision_depth - 1]
-    model = Qwen2_5_VLForConditionalGeneration(cfg)
+    if a.init:
+        processor = AutoProcessor.from_pretrained(a.init)
+        processor.image_processor.min_pixels = processor.image_processor.max_pixels = px
+        processor.image_processor.size = {"shortest_edge": px, "longest_edge": px}
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(a.init, dtype=torch.float32)
+    else:
+        processor = AutoProcessor.from_pretrained(a.tokenizer)
+        processor.image_processor = Qwen2VLImageProcessor(size={"shortest_edge": px, "longest_edge": px}, patch_size=a.patch,
+                                                          merge_size=a.merge, temporal_patch_size=2)
+        cfg = AutoConfig.from_pretrained(a.tokenizer)
+        v = cfg.vision_config
+        v.depth, v.hidden_size, v.num_heads = a.vision_depth, a.vision_hidden, max(1, a.vision_hidden // 16)
+        v.intermediate_size = a.vision_mlp or 2 * a.vision_hidden
+        v.patch_size, v.spatial_merge_size = a.patch, a.merge
+        v.window_size = a.patch * a.merge * 4
+        v.fullatt_block_indexes = [a.vision_depth - 1]
+        model = Qwen2_5_VLForConditionalGeneration(cfg)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     n_vis = sum(p.numel() for p in model.model.visual.parameters())
@@ -105,7 +118,8 @@ def main() -> None:
     def batch_of(items):
         texts, images, targets = [], [], []
         for p, prof in items:
-            msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ALIGN_PROMPT}]}]
+            msgs = [{"role": "system", "content": [{"type": "text", "text": system_prompt(a.system)}]}] if a.system else []
+            msgs += [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ALIGN_PROMPT}]}]
             prompt = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
             target = alignment_target(prof) + "<|im_end|>"
             texts.append(prompt + target)
@@ -154,6 +168,9 @@ def main() -> None:
     print(f"params {n_params:,} (vision {n_vis:,}); train images {len(train_items)}, eval images {len(eval_items)}", flush=True)
     t0 = time.time()
     curve = []
+    if a.steps == 0:
+        curve.append({"step": 0, "train_s": 0.0, **element_acc(eval_items)})
+        print(json.dumps(curve[-1]), flush=True)
     rng = random.Random(a.seed)
     for step in range(1, a.steps + 1):
         chunk = rng.sample(train_items, a.batch)
