@@ -2,12 +2,12 @@
 # Issue 4: does the tiny default learn the *matching* step (candidate term vs profile -> score) when it gets
 # many more optimizer steps than the 2-core machine allows? Runs on the lent GPU, each stage with its own
 # time limit, each reporting as it ends:
-#   1. the synthetic data in two CoT formats: describe_candidates=terms (default) and =sections;
+#   1. the synthetic data in two CoT formats: describe_candidates=terms and =sections (the default);
 #   2. the text-only matching probe (benchmarks/match_probe.py) on each format, many steps, in the background;
 #   3. align + CoT SFT on the sections format with several epochs, then the teacher-forced CoT probe and a
 #      100-pair evaluation on SP_ID and MP_OD.
 # Usage on the lent machine (wheels for trl/datasets/hydra carried in .whl/, see benchmarks/README.md):
-#   bash benchmarks/gpu_tiny_longrun.sh [PROBE_STEPS=4000] [SFT_EPOCHS=4]   -> $OUT/*.json, $OUT/*.log
+#   bash benchmarks/gpu_tiny_longrun.sh [PROBE_STEPS=4000] [SFT_EPOCHS=3]   -> $OUT/*.json, $OUT/*.log
 set -uo pipefail
 STEPS=${1:-4000}
 EPOCHS=${2:-3}

@@ -136,9 +136,9 @@ def teach(
     Teal, ...") before the per-element scores. The contract puts each score before its rationale, so
     without it the model must recognise a candidate's term and compare it with the profile in one token;
     describing first turns scoring into matching terms already written (the tiny default needs this).
-    ``describe_candidates="sections"`` writes no preamble but opens each element's section with what the two
-    candidates show for that element ("A shows Teal, B shows Violet."): the term is read right after the
-    heading names the element, and each score then compares a term a few tokens back with the profiles.
+    ``describe_candidates="sections"`` writes no preamble but opens each element's section with a note naming
+    the liked and disliked terms and what the two candidates show for that element ("liked Teal; disliked
+    Violet; A shows Teal; B shows Ochre."): each score then compares terms a few tokens back.
     ``describe_candidates="relations"`` also tags each described term with its relation to the profiles
     ("Teal (neutral)"): the relation is decided right after the term is written, by matching it against the
     profile blocks, and each score then copies a word already written.
