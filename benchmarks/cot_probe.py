@@ -5,7 +5,10 @@ argmax accuracy of the first token of each span of the response, by kind:
 
 * ``pref_term`` / ``nonpref_term``: a term of the preference / non-preference profile (vision: read the
   references and pool them);
-* ``shows_term``: a candidate's term in the "Image A shows: ..." line (vision: read one candidate);
+* ``shows_term``: a candidate's term in the "Image A shows: ..." line or a section note (vision: read one
+  candidate);
+* ``check``: a yes/no of a ``checks`` note ("A shows Teal; liked Teal yes; disliked Violet no."): is the profile
+  term just written the candidate's term (matching, a few tokens apart);
 * ``score``: a per-element score digit "Image A(5)" (matching: compare the candidate's term, already written,
   with the two profiles, also written);
 * ``answer``: the "A"/"B" of the answer (given the totals);
@@ -43,6 +46,8 @@ _BLOCK = re.compile(r"<(visual (?:non-)?preference profile)>(.*?)</\1>", re.S)
 _VALUE = re.compile(r'"[^"]+":\s*"([^"]*)"')
 _SHOWS = re.compile(r"Image [AB] shows: ([^\n]*)\.")
 _NOTE = re.compile(r"^liked (.+?); disliked (.+?); A shows (.+?); B shows (.+?)\.$", re.M)  # describe_candidates=sections
+_CHECK = re.compile(r"\b[AB] shows ([^;\n]+); liked ([^;\n]+); disliked ([^;\n]+) (?:yes|no)\.")  # describe_candidates=checks
+_YESNO = re.compile(r"(?<= )(yes|no)\b")
 _SCORE = re.compile(r"Image [AB]\((\d)\)")
 _ANSWER = re.compile(r"<answer>Image ([AB])</answer>")
 
@@ -62,6 +67,13 @@ def spans(response: str) -> list[tuple[str, int, int, int | None]]:
     for e, m in enumerate(_NOTE.finditer(response)):
         out += [("note_liked", m.start(1), m.end(1), e), ("note_disliked", m.start(2), m.end(2), e)]
         out += [("shows_term", m.start(g), m.end(g), e) for g in (3, 4)]
+    for i, m in enumerate(_CHECK.finditer(response)):
+        e = i // 2
+        out.append(("shows_term", m.start(1), m.end(1), e))
+        for liked in re.finditer(r"([^,]+?) (?:yes|no)(?:, |$)", m.group(2)):
+            out.append(("note_liked", m.start(2) + liked.start(1), m.start(2) + liked.end(1), e))
+        out.append(("note_disliked", m.start(3), m.end(3), e))
+        out += [("check", m.start(0) + w.start(1), m.start(0) + w.end(1), e) for w in _YESNO.finditer(m.group(0))]
     out += [("score", m.start(1), m.end(1), i // 2) for i, m in enumerate(_SCORE.finditer(response))]
     out += [("answer", m.start(1), m.end(1), None) for m in _ANSWER.finditer(response)]
     return out

@@ -10,6 +10,9 @@ vision is wrong" and from "the CoT stage is too short".
 
     python benchmarks/match_probe.py --model outputs/models/tiny-qwen2_5_vl --steps 600
     python benchmarks/match_probe.py --model outputs/models/tiny-qwen2_5_vl --steps 600 --lr 1e-3 --batch 32
+    python benchmarks/match_probe.py --sections-only --eval-sections --steps 2000   # the check drill: ~60-token rows
+
+``check`` is the yes/no of a ``describe_candidates=checks`` note; ``score`` the per-element score digits.
 
 Prints one line per evaluation and a final JSON line (``--json`` also writes it to a file).
 """
@@ -20,7 +23,6 @@ import argparse
 import json
 import math
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -30,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cot_probe import spans  # noqa: E402
-from preferthinker.data.loading import image_root_for  # noqa: E402
+from preferthinker.data.loading import image_root_for, section_chunks  # noqa: E402
 from preferthinker.data.schema import load_train_jsonl  # noqa: E402
 from preferthinker.modeling import load_model_and_processor  # noqa: E402
 
@@ -42,7 +44,7 @@ def encode(tok, response: str) -> tuple[list[int], list[tuple[str, int]]]:
     marks = []
     for kind, start, _end, _element in spans(response):
         k = next((i for i, (a, b) in enumerate(offsets) if a <= start < b), None)
-        if k is not None and kind in ("score", "answer", "note_liked", "note_disliked"):
+        if k is not None and kind in ("score", "answer", "note_liked", "note_disliked", "check"):
             marks.append((kind, k))
     return ids + [tok.eos_token_id], marks
 
@@ -94,7 +96,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu | cuda")
     ap.add_argument("--sections-only", action="store_true",
                     help="train on the per-element sections alone (note line + two score lines, ~45 tokens each; "
-                         "describe_candidates=sections data), evaluate on the whole held-out responses")
+                         "describe_candidates=checks or sections data), evaluate on the whole held-out responses")
+    ap.add_argument("--eval-sections", action="store_true",
+                    help="evaluate on the held-out responses' sections (note + two score lines) instead of whole responses")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -106,11 +110,14 @@ def main() -> None:
     tok = processor.tokenizer
     items = [encode(tok, r) for r in responses]
     test, train = items[: args.heldout], items[args.heldout:]
-    if args.sections_only:
-        chunks = [m.group(0) for r in responses[args.heldout:] for m in re.finditer(r"(?m)^liked [^\n]*\nImage A\([^\n]*\nImage B\([^\n]*", r)]
-        if not chunks:
-            sys.exit(f"{path}: no 'liked ...' section notes; make the data with describe_candidates=sections")
-        train = [(tok(c, add_special_tokens=False)["input_ids"], []) for c in chunks]
+    if args.sections_only or args.eval_sections:
+        chunks = [[c for c in section_chunks(r)] for r in responses]
+        if not any(chunks):
+            sys.exit(f"{path}: no section notes; make the data with describe_candidates=checks or sections")
+        if args.sections_only:
+            train = [(tok(c, add_special_tokens=False)["input_ids"], []) for cs in chunks[args.heldout:] for c in cs]
+        if args.eval_sections:
+            test = [encode(tok, c) for cs in chunks[: args.heldout] for c in cs]
     pad = tok.pad_token_id
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
@@ -130,7 +137,7 @@ def main() -> None:
             acc = evaluate(model, test, pad, dev)
             curve.append({"step": step, "s": round(time.time() - t0, 1), "loss": round(loss.item(), 4), **acc})
             print(json.dumps(curve[-1]), flush=True)
-    out = {"model": args.model, "data": str(path), "device": args.device, "sections_only": args.sections_only, "train_items": len(train), "steps": args.steps, "batch": args.batch,
+    out = {"model": args.model, "data": str(path), "device": args.device, "sections_only": args.sections_only, "eval_sections": args.eval_sections, "train_items": len(train), "steps": args.steps, "batch": args.batch,
            "lr": args.lr, "curve": curve}
     print(json.dumps(out))
     if args.json:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from preferthinker.runtime import ConfigError, check, setup_run, write_json
 
 log = logging.getLogger("preferthinker.pipeline")
-STAGES = ("data", "align", "sft", "grpo_rl", "grpo_pr", "eval")
+STAGES = ("data", "align", "checks", "sft", "grpo_rl", "grpo_pr", "eval")
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
@@ -55,7 +55,7 @@ def run(cfg: DictConfig) -> dict:
     for s in cfg.stages:
         check(s in STAGES, "stages", list(cfg.stages), f"unknown stage {s!r}; choose from {STAGES}")
     run_dir = setup_run(cfg, "pipeline")
-    d = {name: run_dir / name for name in ("align", "sft", "grpo_rl", "grpo_pr", "eval")}
+    d = {name: run_dir / name for name in ("align", "checks", "sft", "grpo_rl", "grpo_pr", "eval")}
     data = [f"data.root={cfg.data_dir}"]
     timings = {}
     for stage in cfg.stages:
@@ -73,8 +73,13 @@ def run(cfg: DictConfig) -> dict:
         elif stage == "align":  # vision alignment (single image -> its five terms) before the CoT SFT
             _call("train_sft.py", [f"run_dir={d['align']}", *data, f"model.path={cfg.tiny_model}", "task_name=align",
                                    "data.align_schedule=only", "data.val_samples=0", *cfg.align])
-        elif stage == "sft":
+        elif stage == "checks":  # text-only drill of the matching step (section notes -> yes/no -> scores)
             start = d["align"] / "final" if "align" in cfg.stages else Path(str(cfg.tiny_model))
+            _call("train_sft.py", [f"run_dir={d['checks']}", *data, f"model.path={start}", "task_name=checks", "data.align_schedule=only",
+                                   "data.align_per_record=0", "data.val_samples=0", *cfg.checks])
+        elif stage == "sft":
+            before = [s for s in ("checks", "align") if s in cfg.stages]
+            start = d[before[0]] / "final" if before else Path(str(cfg.tiny_model))
             _call("train_sft.py", [f"run_dir={d['sft']}", *data, f"model.path={start}", *cfg.sft])
         elif stage in ("grpo_rl", "grpo_pr"):
             reward = "acc_format" if stage == "grpo_rl" else "paper"

@@ -270,6 +270,14 @@ def _check_rationale(name: str, text: str) -> str:
     return text
 
 
+def render_section_body(score_a: int, score_b: int, rationale_a: str = "", rationale_b: str = "", note: str = "") -> str:
+    """One element's section of ``<think>`` below its heading: the optional note line, then "Image A(5) - ...;"
+    and "Image B(3) - ..."."""
+    line_a = f"Image A({score_a})" + (f" - {rationale_a};" if rationale_a else ";")
+    line_b = f"Image B({score_b})" + (f" - {rationale_b}." if rationale_b else ".")
+    return (f"{note}\n" if note else "") + f"{line_a}\n{line_b}"
+
+
 def render_response(
     preference: Mapping[str, str],
     non_preference: Mapping[str, str],
@@ -305,12 +313,7 @@ def render_response(
         raise ValueError(f"need {len(ELEMENTS)} section notes, one per element")
     if any(re.search(r":\s*$", n) for n in notes):
         raise ValueError("section_notes must not end with ':' (they would read as a section heading)")
-    sections = []
-    for i, heading in enumerate(THINK_HEADINGS):
-        line_a = f"Image A({sa[i]})" + (f" - {ra[i]};" if ra[i] else ";")
-        line_b = f"Image B({sb[i]})" + (f" - {rb[i]}." if rb[i] else ".")
-        note = f"{notes[i]}\n" if notes[i] else ""
-        sections.append(f"{i + 1}. {heading}:\n{note}{line_a}\n{line_b}")
+    sections = [f"{i + 1}. {heading}:\n{render_section_body(sa[i], sb[i], ra[i], rb[i], notes[i])}" for i, heading in enumerate(THINK_HEADINGS)]
     think = "\n\n".join(sections)
     if think_preamble:
         lines = [_check_rationale("think_preamble", line) for line in str(think_preamble).splitlines() if line.strip()]

@@ -10,6 +10,7 @@ from PIL import Image
 
 from preferthinker.data.schema import PreferenceRecord, write_bench, write_train_jsonl
 from preferthinker.prompting import FINAL_INSTRUCTION
+from preferthinker.data.synthetic.teacher import check_note
 from preferthinker.response import render_response
 
 COLORS = {"Crimson": (200, 30, 40), "Cobalt": (30, 60, 200), "Emerald": (30, 170, 70), "Amber": (230, 160, 20)}
@@ -41,9 +42,12 @@ def make_mini_dataset(root: Path, n_train: int = 24, n_bench: int = 8, seed: int
             a, b = (good, bad) if label == "Image A" else (bad, good)
             hi, lo = [3, 5, 3, 3, 3], [3, 1, 3, 3, 3]
             sa, sb = (hi, lo) if label == "Image A" else (lo, hi)
+            ca, cb = (like, dislike) if label == "Image A" else (dislike, like)
+            color_note = f"{check_note('A', ca, [like], dislike)} {check_note('B', cb, [like], dislike)}"  # describe_candidates=checks
             resp = render_response(_profile(like), _profile(dislike), sa, sb,
-                                   [f"hue is {c}" for c in ("flat", like if label == "Image A" else dislike, "flat", "even", "smooth")],
-                                   [f"hue is {c}" for c in ("flat", dislike if label == "Image A" else like, "flat", "even", "smooth")])
+                                   [f"hue is {c}" for c in ("flat", ca, "flat", "even", "smooth")],
+                                   [f"hue is {c}" for c in ("flat", cb, "flat", "even", "smooth")],
+                                   section_notes=["", color_note, "", "", ""])
             out.append(PreferenceRecord(a, b, pref, nonp, label, user_id=f"{tag}u{i}", prefer_attributes=_profile(like),
                                         non_prefer_attributes=_profile(dislike), reference_prompt_list=[f"scene {i}"],
                                         response=resp, instruction=FINAL_INSTRUCTION,

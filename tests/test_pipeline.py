@@ -1,4 +1,5 @@
-"""The main job's runner: the align stage trains on single-image rows and the CoT SFT starts from it."""
+"""The main job's runner: the align stage trains on single-image rows, the checks stage on text-only section rows
+from it, and the CoT SFT starts from the checks stage."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import yaml
 from tests.conftest import REPO
 
 
-def test_pipeline_runs_align_then_sft_from_it(mini_data, tiny_model, tmp_path):
+def test_pipeline_runs_align_checks_then_sft(mini_data, tiny_model, tmp_path):
     run_dir = tmp_path / "pipe"
     common = ["logger=none", "data.val_samples=0", "trainer.max_steps=2", "trainer.save_strategy=no", "trainer.per_device_train_batch_size=4"]
 
@@ -19,13 +20,17 @@ def test_pipeline_runs_align_then_sft_from_it(mini_data, tiny_model, tmp_path):
         return "[" + ",".join(f"'{x}'" for x in items) + "]"
 
     cmd = [sys.executable, str(REPO / "scripts" / "run_pipeline.py"), f"run_dir={run_dir}", f"data_dir={mini_data}",
-           f"tiny_model={tiny_model}", "stages=[align,sft]", "align=" + as_list(common + ["data.align_per_record=2"]),
-           "sft=" + as_list(common + ["data.align_per_record=0"])]
+           f"tiny_model={tiny_model}", "stages=[align,checks,sft]", "align=" + as_list(common + ["data.align_per_record=2"]),
+           "checks=" + as_list(common + ["data.check_per_record=1"]), "sft=" + as_list(common + ["data.align_per_record=0"])]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     align = json.loads((run_dir / "align" / "results.json").read_text())
     assert align["align_schedule"] == "only" and align["alignment_rows"] == align["train_samples"] == 48
+    checks = json.loads((run_dir / "checks" / "results.json").read_text())
+    assert checks["check_rows"] == checks["train_samples"] == 24 and checks["alignment_rows"] == 0
+    checks_cfg = yaml.safe_load((run_dir / "checks" / "sft_config.yaml").read_text())
+    assert checks_cfg["model"]["path"] == str(run_dir / "align" / "final")
     sft_cfg = yaml.safe_load((run_dir / "sft" / "sft_config.yaml").read_text())
-    assert sft_cfg["model"]["path"] == str(run_dir / "align" / "final")
+    assert sft_cfg["model"]["path"] == str(run_dir / "checks" / "final")
     assert (run_dir / "sft" / "final" / "config.json").is_file()
-    assert set(json.loads((run_dir / "pipeline.json").read_text())["stage_seconds"]) == {"align", "sft"}
+    assert set(json.loads((run_dir / "pipeline.json").read_text())["stage_seconds"]) == {"align", "checks", "sft"}

@@ -151,13 +151,14 @@ def test_teacher_renders_contract_and_filter():
     assert not passes_filter(resp, other, u.prefer_attributes, u.non_preference)  # answer contradicts label
 
 
-@pytest.mark.parametrize("mode", ["terms", "relations", "sections", "none"])
-def test_teacher_candidate_preamble_modes(mode):
+@pytest.mark.parametrize("index", [3, 6])  # a single- and a multi-preference user
+@pytest.mark.parametrize("mode", ["terms", "relations", "sections", "checks", "none"])
+def test_teacher_candidate_preamble_modes(mode, index):
     """The describe-first preamble: terms only, terms tagged with their relation to the profiles, or none;
     every mode keeps the contract, the scores and the answer, and a relation tag always agrees with its score."""
     import re
 
-    u = make_user(7, "train_sft", 3)
+    u = make_user(7, "train_sft", index)
     resp = teach(u.prefer_attributes, u.non_preference, u.image_a.profile, u.image_b.profile, u.scores_a, u.scores_b,
                  None, None, verbosity="terse", describe_candidates=mode)
     parsed = parse_response(resp)
@@ -168,6 +169,28 @@ def test_teacher_candidate_preamble_modes(mode):
         notes = re.findall(r"^\d\. [^\n]+:\n(liked [^\n]+)\nImage A\(", resp, re.M)
         assert notes == [f"liked {u.prefer_attributes[e]}; disliked {u.non_preference[e]}; A shows {u.image_a.profile[e]}; "
                          f"B shows {u.image_b.profile[e]}." for e in ELEMENTS]
+    if mode == "checks":  # per candidate: its term, then each profile term with yes/no; the yes/no agree with the scores
+        notes = re.findall(r"^\d\. [^\n]+:\n(A shows [^\n]+)\nImage A\(", resp, re.M)
+        assert len(notes) == len(ELEMENTS)
+        word = {5: "preferred", 3: "neutral", 1: "non-preferred"}
+        for e, note, sa, sb in zip(ELEMENTS, notes, u.scores_a, u.scores_b, strict=True):
+            halves = re.fullmatch(r"A shows ([^;]+); liked ([^;]+); disliked ([^;]+) (yes|no)\. "
+                                  r"B shows ([^;]+); liked ([^;]+); disliked ([^;]+) (yes|no)\.", note)
+            assert halves, note
+            for term, liked, disliked, dis_yes, score in ((*halves.group(1, 2, 3, 4), sa), (*halves.group(5, 6, 7, 8), sb)):
+                assert disliked == u.non_preference[e]
+                pairs = [p.rsplit(" ", 1) for p in liked.split(", ")]
+                assert [t for t, _ in pairs] == [t.strip() for t in u.prefer_attributes[e].split(",")]
+                assert [yn == "yes" for _, yn in pairs] == [t == term for t, _ in pairs]
+                assert (dis_yes == "yes") == (disliked == term)
+                relation = "preferred" if any(yn == "yes" for _, yn in pairs) else "non-preferred" if dis_yes == "yes" else "neutral"
+                assert relation == word[score]
+            assert (halves.group(1), halves.group(5)) == (u.image_a.profile[e], u.image_b.profile[e])
+    from preferthinker.data.loading import section_chunks
+
+    chunks = section_chunks(resp)  # the check-drill rows: note + two score lines per element, when notes exist
+    assert len(chunks) == (len(ELEMENTS) if mode in ("checks", "sections") else 0)
+    assert all(c.count("\n") == 2 and re.match(r"(A shows|liked) ", c) and re.search(r"\nImage B\(\d\)[^\n]*$", c) for c in chunks)
     if mode == "relations":
         word = {5: "preferred", 3: "neutral", 1: "non-preferred"}
         for line, prof, scores in zip(lines, (u.image_a.profile, u.image_b.profile), (u.scores_a, u.scores_b), strict=True):
@@ -177,6 +200,35 @@ def test_teacher_candidate_preamble_modes(mode):
     with pytest.raises(ValueError, match="describe_candidates"):
         teach(u.prefer_attributes, u.non_preference, u.image_a.profile, u.image_b.profile, u.scores_a, u.scores_b,
               None, None, describe_candidates="sometimes")
+
+
+def test_check_drill_sections_draw_candidates_uniformly_and_score_them_by_the_rule():
+    """Drill rows: candidates drawn from the element's terms independently of the profile (no "the liked term is
+    the candidate's" shortcut to learn), notes in the checks format, scores by the stated rule."""
+    import re
+    from collections import Counter
+
+    import numpy as np
+
+    from preferthinker.data.synthetic.teacher import check_drill_section
+    from preferthinker.data.synthetic.users import score_element
+    from preferthinker.data.synthetic.vocabulary import load_vocabulary
+
+    names = load_vocabulary().names("Color")
+    rng = np.random.default_rng(0)
+    drawn = Counter()
+    for _ in range(600):
+        body = check_drill_section("Color", [names[0], names[1]], names[2], names, rng)
+        m = re.fullmatch(r"A shows ([^;]+); liked (.+?); disliked ([^;]+) (yes|no)\. B shows ([^;]+); liked (.+?); disliked ([^;]+) (yes|no)\.\n"
+                         r"Image A\((\d)\) - ([^,]+), [a-z-]+;\nImage B\((\d)\) - ([^,]+), [a-z-]+\.", body)
+        assert m, body
+        ta, tb = m.group(1), m.group(5)
+        assert m.group(2) == f"{names[0]} {'yes' if ta == names[0] else 'no'}, {names[1]} {'yes' if ta == names[1] else 'no'}"
+        assert (m.group(4) == "yes") == (ta == names[2]) and (m.group(8) == "yes") == (tb == names[2])
+        assert (int(m.group(9)), int(m.group(11))) == (score_element(ta, names[:2], names[2]), score_element(tb, names[:2], names[2]))
+        assert (m.group(10), m.group(12)) == (ta, tb)
+        drawn.update([ta, tb])
+    assert set(drawn) == set(names) and max(drawn.values()) < 2 * min(drawn.values())  # uniform over the vocabulary
 
 
 # ------------------------------------------------------------------------------------------------

@@ -102,8 +102,9 @@ def _sft_cmd(mini_data, tiny_model, run_dir, *extra, launcher=None):
 
 
 def test_alignment_stage_and_curriculum(mini_data, tiny_model, tmp_path):
-    """data.align_schedule=only trains on single-image rows alone (the pipeline's vision-alignment stage);
-    first puts every alignment row before the CoT rows; only without alignment rows is a config error."""
+    """data.align_schedule=only trains on single-image rows alone (the pipeline's vision-alignment stage) or on
+    text-only check rows alone (its check drill); first puts every alignment row before the CoT rows; mixed batches
+    hold CoT, alignment and check rows side by side; only without auxiliary rows is a config error."""
     from preferthinker.train.sft import run
 
     only = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "only", **{
@@ -112,8 +113,24 @@ def test_alignment_stage_and_curriculum(mini_data, tiny_model, tmp_path):
     first = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "first", **{
         "data.align_per_record": 2, "data.align_schedule": "first", "trainer.max_steps": 2, "trainer.save_strategy": "no"})))
     assert first["train_samples"] == 24 + 2 * 24 and first["align_schedule"] == "first"
+    drill = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "drill", **{
+        "data.check_per_record": 2, "data.align_schedule": "only", "trainer.max_steps": 2, "trainer.save_strategy": "no"})))
+    assert drill["check_rows"] == drill["train_samples"] == 24 and drill["alignment_rows"] == 0  # one noted section per mini response
+    uniform = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "uniform", **{
+        "data.check_per_record": 2, "data.check_candidates": "uniform", "data.align_schedule": "only", "trainer.max_steps": 1,
+        "trainer.save_strategy": "no"})))
+    assert uniform["check_rows"] == 2 * 24
+    # text-only check rows, single-image rows and 12-image CoT rows in the same batches
+    mixed = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "mixed", **{
+        "data.check_per_record": 1, "data.align_per_record": 1, "trainer.per_device_train_batch_size": 12, "trainer.max_steps": 2,
+        "trainer.save_strategy": "no"})))
+    assert mixed["train_samples"] == 3 * 24 and mixed["check_rows"] == 24 and mixed["alignment_rows"] == 24
     with pytest.raises(ConfigError, match="data.align_per_record"):
         run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad", **{"data.align_per_record": 0, "data.align_schedule": "only"})))
+    with pytest.raises(ConfigError, match="data.check_per_record"):
+        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad3", **{"data.check_per_record": -1})))
+    with pytest.raises(ConfigError, match="data.check_candidates"):
+        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad4", **{"data.check_candidates": "random"})))
     with pytest.raises(ConfigError, match="data.align_schedule"):
         run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad2", **{"data.align_schedule": "later"})))
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from preferthinker.data.loading import PromptSpec, build_alignment_examples, build_examples, corpus_for_tokenizer, image_root_for, profile_terms
+from preferthinker.data.loading import (PromptSpec, build_alignment_examples, build_check_examples, build_examples, corpus_for_tokenizer,
+                                        image_root_for, profile_terms)
 from preferthinker.data.schema import load_train_jsonl
 from preferthinker.runtime import ConfigError, check, is_main_process, setup_run, write_json
 
@@ -46,11 +47,16 @@ def validate_common(cfg: DictConfig) -> None:
     check(int(t.per_device_train_batch_size) >= 1, "trainer.per_device_train_batch_size", t.per_device_train_batch_size, "use >= 1")
     check(float(t.learning_rate) > 0, "trainer.learning_rate", t.learning_rate, "use a positive learning rate")
     check(str(cfg.data.get("align_schedule") or "mixed") in ("mixed", "first", "only"), "data.align_schedule", cfg.data.get("align_schedule"),
-          "choose mixed (alignment rows shuffled among the CoT rows), first (all alignment rows, then the CoT rows) or only "
-          "(alignment rows alone: a vision-alignment stage)")
+          "choose mixed (auxiliary rows shuffled among the CoT rows), first (all auxiliary rows, then the CoT rows) or only "
+          "(auxiliary rows alone: a vision-alignment or check-drill stage)")
+    n_align, n_check = int(cfg.data.get("align_per_record") or 0), int(cfg.data.get("check_per_record") or 0)
+    check(0 <= n_align <= 64, "data.align_per_record", n_align, "use 0..64 single-image rows per record")
+    check(0 <= n_check <= 64, "data.check_per_record", n_check, "use 0..64 check rows per record (a response has 5 sections)")
+    check(str(cfg.data.get("check_candidates") or "data") in ("data", "uniform"), "data.check_candidates", cfg.data.get("check_candidates"),
+          "choose data (sections of the records' own responses) or uniform (candidate terms drawn uniformly)")
     if str(cfg.data.get("align_schedule") or "mixed") == "only":
-        check(int(cfg.data.get("align_per_record") or 0) > 0, "data.align_per_record", cfg.data.get("align_per_record"),
-              "data.align_schedule=only trains on alignment rows alone: set data.align_per_record >= 1")
+        check(n_align + n_check > 0, "data.align_per_record", cfg.data.get("align_per_record"),
+              "data.align_schedule=only trains on auxiliary rows alone: set data.align_per_record >= 1 or data.check_per_record >= 1")
 
 
 def resolve_precision(bf16: Any) -> bool:
@@ -332,23 +338,32 @@ def run(cfg: DictConfig) -> dict:
 
     max_length = cfg.get("max_length")
     rows = build_examples(train_recs, image_root, spec, kind="sft", processor=processor, max_length=max_length, source=str(train_path))
-    n_align = 0
     schedule = str(cfg.data.get("align_schedule") or "mixed")
+    aux: list[dict] = []
     if int(cfg.data.get("align_per_record") or 0) > 0:  # vision-alignment rows (see build_alignment_examples)
-        align = build_alignment_examples(train_recs, image_root, spec, per_record=int(cfg.data.align_per_record), seed=int(cfg.seed))
-        n_align = len(align)
-        if schedule == "only":  # a vision-alignment stage of its own (LLaVA's stage 1), before a CoT run from its final/
-            rows = align
-        elif schedule == "first":  # curriculum: every alignment row before the first CoT row, each block in a seeded order
+        aux += build_alignment_examples(train_recs, image_root, spec, per_record=int(cfg.data.align_per_record), seed=int(cfg.seed))
+    n_align = len(aux)
+    if int(cfg.data.get("check_per_record") or 0) > 0:  # text-only matching drill rows (see build_check_examples)
+        aux += build_check_examples(train_recs, spec, per_record=int(cfg.data.check_per_record), seed=int(cfg.seed),
+                                    candidates=str(cfg.data.get("check_candidates") or "data"))
+        if len(aux) == n_align:
+            raise ConfigError(f"data.check_per_record={cfg.data.check_per_record}: the responses of {train_path} have no section notes to "
+                              "drill on (describe_candidates=checks); remake the data with it or set data.check_per_record=0")
+    n_check = len(aux) - n_align
+    if aux:
+        if schedule == "only":  # a stage of its own (vision alignment, check drill), before a CoT run from its final/
+            rows = aux
+        elif schedule == "first":  # curriculum: every auxiliary row before the first CoT row, each block in a seeded order
             import random
 
             rng = random.Random(int(cfg.seed))
-            rng.shuffle(align)
+            rng.shuffle(aux)
             rng.shuffle(rows)
-            rows = align + rows
+            rows = aux + rows
         else:
-            rows += align
-        log.info("%d single-image alignment rows (%s)", n_align, {"first": "all before the CoT rows", "only": "no CoT rows: alignment stage"}.get(schedule, "mixed in"))
+            rows += aux
+        log.info("%d single-image alignment rows, %d text-only check rows (%s)", n_align, n_check,
+                 {"first": "all before the CoT rows", "only": "no CoT rows"}.get(schedule, "mixed in"))
     train_ds = Dataset.from_list(rows)
     val_ds = (Dataset.from_list(build_examples(val_recs, image_root, spec, kind="sft", processor=processor, max_length=max_length, source=str(train_path)))
               if val_recs else None)
@@ -358,7 +373,7 @@ def run(cfg: DictConfig) -> dict:
 
     kw = trainer_kwargs(cfg, run_dir)
     kw.update(max_length=None, completion_only_loss=True, dataset_kwargs={"skip_prepare_dataset": True})
-    if n_align and schedule == "first":
+    if aux and schedule == "first":
         kw["train_sampling_strategy"] = "sequential"  # keep the curriculum order (already shuffled within each block)
     if val_ds is not None:
         kw.setdefault("eval_strategy", "steps")
@@ -390,7 +405,8 @@ def run(cfg: DictConfig) -> dict:
         "global_step": trainer.state.global_step,
         "train_samples": len(train_ds),
         "alignment_rows": n_align,
-        "align_schedule": schedule if n_align else None,
+        "check_rows": n_check,
+        "align_schedule": schedule if aux else None,
         "train_runtime_s": round(wall, 1),
         "samples_per_s": round(out.metrics.get("train_samples_per_second", 0.0), 3),
         "resumed_from": resume,

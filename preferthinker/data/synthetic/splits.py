@@ -175,7 +175,7 @@ def validate_config(cfg: Any) -> DataSettings:
         image_size=size,
         users=users,
         verbosity=verbosity,
-        describe_candidates=_describe_mode(raw.get("describe_candidates", "sections")),
+        describe_candidates=_describe_mode(raw.get("describe_candidates", "checks")),
         workers=workers,
         progress=bool(raw.get("progress", True)),
         contact_sheets=bool(raw.get("contact_sheets", True)),
@@ -200,7 +200,7 @@ class _Job:
     size: int
     verbosity: str
     settings: UserSettings
-    describe_candidates: str = "sections"
+    describe_candidates: str = "checks"
 
 
 def _describe_mode(value: Any) -> str:
@@ -208,7 +208,7 @@ def _describe_mode(value: Any) -> str:
     try:
         return describe_mode(value)
     except ValueError:
-        raise _err("describe_candidates", value, "choose true/terms, relations, sections or false/none") from None
+        raise _err("describe_candidates", value, "choose true/terms, relations, sections, checks or false/none") from None
 
 
 def _make_one(job: _Job, split: str, index: int) -> dict[str, Any]:

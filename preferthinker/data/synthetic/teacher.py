@@ -87,7 +87,7 @@ def describe_measurement(element: str, term: str, m: Mapping[str, float], vocab:
     return f"a mirror-symmetric sunburst (symmetry {m['mirror_symmetry']:.2f})"
 
 
-def rationale(element: str, term: str, score: int, preferred: Sequence[str], non_preferred: str, m: Mapping[str, float] | None, verbosity: str, rng: np.random.Generator, vocab: Vocabulary) -> str:
+def rationale(element: str, term: str, score: int, preferred: Sequence[str], non_preferred: str, m: Mapping[str, float] | None, verbosity: str, rng: np.random.Generator, vocab: Vocabulary | None) -> str:
     """One line, no response tags, no "Image X(" markers."""
     if verbosity == "terse":
         return f"{term}, {_REL_TERSE[score]}"
@@ -101,18 +101,26 @@ def rationale(element: str, term: str, score: int, preferred: Sequence[str], non
     return f"{openers[int(rng.integers(len(openers)))]} {what}, which reads as {term}; it {rel}, {tail}"
 
 
-DESCRIBE_MODES = ("terms", "relations", "sections", "none")
+DESCRIBE_MODES = ("terms", "relations", "sections", "checks", "none")
 
 
 def describe_mode(value: bool | str | None) -> str:
-    """Normalise ``describe_candidates``: true/"terms", "relations", "sections", false/None/"none" (ValueError otherwise)."""
+    """Normalise ``describe_candidates``: true/"terms", "relations", "sections", "checks", false/None/"none" (ValueError
+    otherwise)."""
     if value is True or value == "terms":
         return "terms"
     if value is False or value is None or value == "none":
         return "none"
-    if value in ("relations", "sections"):
+    if value in ("relations", "sections", "checks"):
         return value
-    raise ValueError(f"describe_candidates must be true/terms, relations, sections or false/none, got {value!r}")
+    raise ValueError(f"describe_candidates must be true/terms, relations, sections, checks or false/none, got {value!r}")
+
+
+def check_note(side: str, term: str, preferred: Sequence[str], non_preferred: str) -> str:
+    """One candidate's half of a ``checks`` note: its term, then each profile term with yes/no for "is it
+    the candidate's term" ("A shows Teal; liked Teal yes, Ochre no; disliked Violet no.")."""
+    liked = ", ".join(f"{p} {'yes' if p == term else 'no'}" for p in preferred)
+    return f"{side} shows {term}; liked {liked}; disliked {non_preferred} {'yes' if non_preferred == term else 'no'}."
 
 
 def teach(
@@ -139,6 +147,12 @@ def teach(
     ``describe_candidates="sections"`` writes no preamble but opens each element's section with a note naming
     the liked and disliked terms and what the two candidates show for that element ("liked Teal; disliked
     Violet; A shows Teal; B shows Ochre."): each score then compares terms a few tokens back.
+    ``describe_candidates="checks"`` (the tiny default) opens each section with a checklist per candidate: its
+    term, then every profile term followed by yes/no ("A shows Teal; liked Teal yes; disliked Violet no. B shows
+    Ochre; liked Teal no; disliked Violet no."). Each yes/no compares the profile term just written with the
+    candidate term a fixed few tokens back, which a tiny model learns in a few hundred steps, and each score then
+    reads yes/no words of its own half; ``sections`` asks for the comparison at the score itself, several terms
+    back, and a tiny model from scratch needs thousands of steps for it (``docs/benchmarks.md``).
     ``describe_candidates="relations"`` also tags each described term with its relation to the profiles
     ("Teal (neutral)"): the relation is decided right after the term is written, by matching it against the
     profile blocks, and each score then copies a word already written.
@@ -158,12 +172,33 @@ def teach(
     preamble = notes = None
     if mode == "sections":
         notes = [f"liked {preference[e]}; disliked {non_preference[e]}; A shows {profile_a[e]}; B shows {profile_b[e]}." for e in ELEMENTS]
+    elif mode == "checks":
+        notes = [check_note("A", profile_a[e], split_terms(preference[e]), non_preference[e]) + " "
+                 + check_note("B", profile_b[e], split_terms(preference[e]), non_preference[e]) for e in ELEMENTS]
     elif mode != "none":
         preamble = "\n".join(
             f"Image {side} shows: {terms_phrase(prof, [_REL_TERSE[int(x)] for x in sc] if mode == 'relations' else None)}."
             for side, prof, sc in (("A", profile_a, scores_a), ("B", profile_b, scores_b)))
     return render_response(dict(preference), dict(non_preference), list(scores_a), list(scores_b), ra, rb, think_preamble=preamble,
                            section_notes=notes)
+
+
+def check_drill_section(element: str, preferred: Sequence[str], non_preferred: str, terms: Sequence[str], rng: np.random.Generator) -> str:
+    """One ``checks`` section body (note + two terse score lines) for a drill row, with both candidates' terms
+    drawn uniformly from ``terms`` (the element's vocabulary), independent of the profile.
+
+    In the CoT data a candidate shows a preferred term 40 % of the time, so in a row without images the best
+    guess for "A shows Teal; liked ..." is Teal itself: drilling on those sections taught the tiny model to write
+    the candidate's term as the liked one ("liked Minimalism yes; disliked Minimalism yes"). Uniform candidates
+    leave no such shortcut: the profile terms can only be guessed, and the yes/no only computed."""
+    from preferthinker.response import render_section_body
+    from preferthinker.data.synthetic.users import score_element
+
+    ta, tb = (str(terms[int(i)]) for i in rng.integers(len(terms), size=2))
+    sa, sb = score_element(ta, preferred, non_preferred), score_element(tb, preferred, non_preferred)
+    note = check_note("A", ta, preferred, non_preferred) + " " + check_note("B", tb, preferred, non_preferred)
+    ra, rb = (rationale(element, t, sc, preferred, non_preferred, None, "terse", rng, None) for t, sc in ((ta, sa), (tb, sb)))
+    return render_section_body(sa, sb, ra, rb, note)
 
 
 def passes_filter(response: str, label: str, preference: Mapping[str, str], non_preference: Mapping[str, str]) -> bool:
