@@ -58,6 +58,12 @@ def run(cfg: DictConfig) -> dict:
     d = {name: run_dir / name for name in ("align", "checks", "sft", "grpo_rl", "grpo_pr", "eval")}
     data = [f"data.root={cfg.data_dir}"]
     timings = {}
+
+    def start_of(stage: str) -> Path:
+        """The checkpoint a pre-training stage starts from: the final/ of the last listed one before it, else the tiny model."""
+        before = [s for s in ("align", "checks") if s in cfg.stages and STAGES.index(s) < STAGES.index(stage)]
+        return d[before[-1]] / "final" if before else Path(str(cfg.tiny_model))
+
     for stage in cfg.stages:
         t0 = time.time()
         done = (d[stage] / "results.json").is_file() if stage in d else False
@@ -74,13 +80,10 @@ def run(cfg: DictConfig) -> dict:
             _call("train_sft.py", [f"run_dir={d['align']}", *data, f"model.path={cfg.tiny_model}", "task_name=align",
                                    "data.align_schedule=only", "data.val_samples=0", *cfg.align])
         elif stage == "checks":  # text-only drill of the matching step (section notes -> yes/no -> scores)
-            start = d["align"] / "final" if "align" in cfg.stages else Path(str(cfg.tiny_model))
-            _call("train_sft.py", [f"run_dir={d['checks']}", *data, f"model.path={start}", "task_name=checks", "data.align_schedule=only",
-                                   "data.align_per_record=0", "data.val_samples=0", *cfg.checks])
+            _call("train_sft.py", [f"run_dir={d['checks']}", *data, f"model.path={start_of(stage)}", "task_name=checks",
+                                   "data.align_schedule=only", "data.align_per_record=0", "data.val_samples=0", *cfg.checks])
         elif stage == "sft":
-            before = [s for s in ("checks", "align") if s in cfg.stages]
-            start = d[before[0]] / "final" if before else Path(str(cfg.tiny_model))
-            _call("train_sft.py", [f"run_dir={d['sft']}", *data, f"model.path={start}", *cfg.sft])
+            _call("train_sft.py", [f"run_dir={d['sft']}", *data, f"model.path={start_of(stage)}", *cfg.sft])
         elif stage in ("grpo_rl", "grpo_pr"):
             reward = "acc_format" if stage == "grpo_rl" else "paper"
             _call("train_grpo.py", [f"run_dir={d[stage]}", *data, f"model.path={d['sft'] / 'final'}", f"reward={reward}", *cfg.grpo])

@@ -158,6 +158,12 @@ def alignment_target(profile: dict) -> str:
     return f"This image shows: {terms_phrase(profile)}."
 
 
+def _system_messages(spec: PromptSpec) -> list[dict]:
+    """The system message of an auxiliary row (alignment, check), as the CoT rows get it; [] without one."""
+    sys_text = system_prompt(spec.system) if spec.system else None
+    return [{"role": "system", "content": [{"type": "text", "text": sys_text}]}] if sys_text else []
+
+
 def build_alignment_examples(records: Sequence[PreferenceRecord], image_root: Path, spec: PromptSpec, *, per_record: int = 4,
                              seed: int = 0) -> list[dict]:
     """Single-image "describe this image" rows: image -> its five terms ("This image shows: ...").
@@ -187,9 +193,7 @@ def build_alignment_examples(records: Sequence[PreferenceRecord], image_root: Pa
                 img = load_image(resolve_image(image_root, rel), spec.min_pixels, spec.max_pixels, what=rel)
             except (ImageLoadError, SchemaError):
                 continue
-            sys_text = system_prompt(spec.system) if spec.system else None
-            prompt = ([{"role": "system", "content": [{"type": "text", "text": sys_text}]}] if sys_text else [])
-            prompt.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ALIGN_PROMPT}]})
+            prompt = _system_messages(spec) + [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ALIGN_PROMPT}]}]
             rows.append({"prompt": prompt, "completion": [assistant_message(alignment_target(prof))], "images": [img]})
     return rows
 
@@ -231,19 +235,17 @@ def build_check_examples(records: Sequence[PreferenceRecord], spec: PromptSpec, 
     from preferthinker.profile import ELEMENTS, split_terms
     from preferthinker.data.synthetic.teacher import check_drill_section
 
-    terms: dict[str, list[str]] = {e: [] for e in ELEMENTS}
-    for rec in records:
-        profiles = [rec.prefer_attributes, rec.non_prefer_attributes] + [rec.extra.get(k) for k in ("true_profile_a", "true_profile_b")]
-        for prof in profiles:
-            for e in ELEMENTS:
-                for t in split_terms((prof or {}).get(e) or ""):
-                    if t not in terms[e]:
-                        terms[e].append(t)
     if candidates not in CHECK_CANDIDATES:
         raise ValueError(f"candidates must be one of {CHECK_CANDIDATES}, got {candidates!r}")
+    terms: dict[str, list[str]] = {e: [] for e in ELEMENTS}  # per element, the terms the uniform draw picks from
+    if candidates == "uniform":
+        for prof in (p for rec in records for p in _record_profiles(rec, references=False)):
+            for e in ELEMENTS:
+                for t in split_terms(str(prof.get(e) or "")):
+                    if t not in terms[e]:
+                        terms[e].append(t)
     rng = np.random.default_rng(seed)
-    sys_text = system_prompt(spec.system) if spec.system else None
-    head = [{"role": "system", "content": [{"type": "text", "text": sys_text}]}] if sys_text else []
+    prompt = _system_messages(spec) + [{"role": "user", "content": [{"type": "text", "text": CHECK_PROMPT}]}]
     rows: list[dict] = []
     for rec in records:
         chunks = [c for c in section_chunks(rec.response) if c.startswith("A shows ")]
@@ -255,10 +257,18 @@ def build_check_examples(records: Sequence[PreferenceRecord], spec: PromptSpec, 
             order = [ELEMENTS[int(i)] for i in rng.permutation(len(ELEMENTS))]
             bodies = [check_drill_section(e, split_terms(rec.prefer_attributes[e]), rec.non_prefer_attributes[e], terms[e], rng)
                       for e in (order[k % len(order)] for k in range(per_record))]
-        for body in bodies:
-            prompt = head + [{"role": "user", "content": [{"type": "text", "text": CHECK_PROMPT}]}]
-            rows.append({"prompt": prompt, "completion": [assistant_message(body)], "images": []})
+        rows += [{"prompt": prompt, "completion": [assistant_message(body)], "images": []} for body in bodies]
     return rows
+
+
+def _record_profiles(rec: PreferenceRecord, *, references: bool = True) -> list[dict]:
+    """The profile dicts a record carries: both profiles, the candidates' per-image truth and (``references``)
+    the references' per-image truth, in that order; missing ones left out."""
+    profiles = [rec.prefer_attributes, rec.non_prefer_attributes, rec.extra.get("true_profile_a"), rec.extra.get("true_profile_b")]
+    if references:
+        refs = rec.extra.get("reference_profiles") or {}
+        profiles += [p for side in ("preferred", "non_preferred") for p in (refs.get(side) or [])]
+    return [p for p in profiles if isinstance(p, dict)]
 
 
 def profile_terms(records: Sequence[PreferenceRecord]) -> list[str]:
@@ -267,15 +277,10 @@ def profile_terms(records: Sequence[PreferenceRecord]) -> list[str]:
     from preferthinker.profile import split_terms
 
     seen: dict[str, None] = {}
-    for rec in records:
-        profiles = [rec.prefer_attributes, rec.non_prefer_attributes, rec.extra.get("true_profile_a"), rec.extra.get("true_profile_b")]
-        refs = rec.extra.get("reference_profiles") or {}
-        profiles += [p for side in ("preferred", "non_preferred") for p in (refs.get(side) or [])]
-        for prof in profiles:
-            if isinstance(prof, dict):
-                for value in prof.values():
-                    for term in split_terms(str(value)):
-                        seen.setdefault(term, None)
+    for prof in (p for rec in records for p in _record_profiles(rec)):
+        for value in prof.values():
+            for term in split_terms(str(value)):
+                seen.setdefault(term, None)
     return list(seen)
 
 
