@@ -231,6 +231,40 @@ def test_check_drill_sections_draw_candidates_uniformly_and_score_them_by_the_ru
     assert set(drawn) == set(names) and max(drawn.values()) < 2 * min(drawn.values())  # uniform over the vocabulary
 
 
+def test_candidate_reading_rows_name_each_candidates_terms_in_the_whole_prompt(dataset):
+    """Reading rows: the record's 12 images in the official order, the final instruction replaced, and the target
+    naming both candidates' true terms under each element heading; per_record=2 adds the swapped row (images and
+    terms); records without per-candidate truth give none; per_record outside 0..2 is refused."""
+    import dataclasses
+    import re
+
+    from preferthinker.data.loading import READ_INSTRUCTION, PromptSpec, build_read_examples, image_root_for, sample_inputs
+    from preferthinker.profile import THINK_HEADINGS
+
+    out, _ = dataset
+    root = image_root_for(out / "train" / "sft.jsonl", None)
+    recs = load_train_jsonl(out / "train" / "sft.jsonl", root)[:3]
+    spec = PromptSpec(style="compact", system="compact", min_pixels=56 * 56, max_pixels=56 * 56)
+    rows = build_read_examples(recs, root, spec, per_record=2)
+    assert len(rows) == 6
+    for rec, (row, swapped) in zip(recs, zip(rows[::2], rows[1::2], strict=True), strict=True):
+        _, images = sample_inputs(rec, root, spec)
+        texts = [c["text"] for c in row["prompt"][-1]["content"] if c["type"] == "text"]
+        assert texts[-1] == READ_INSTRUCTION and texts[-3:-1] == ["Image A", "Image B"]
+        assert [im.tobytes() for im in row["images"]] == [im.tobytes() for im in images]
+        assert [im.tobytes() for im in swapped["images"]] == [im.tobytes() for im in images[:-2] + images[-1:] + images[-2:-1]]
+        for r, (pa, pb) in ((row, (rec.extra["true_profile_a"], rec.extra["true_profile_b"])),
+                            (swapped, (rec.extra["true_profile_b"], rec.extra["true_profile_a"]))):
+            target = r["completion"][0]["content"][0]["text"]
+            found = re.findall(r"^\d\. ([^:\n]+):\nA shows ([^.]+)\. B shows ([^.]+)\.$", target, re.M)
+            assert found == [(h, pa[e], pb[e]) for h, e in zip(THINK_HEADINGS, ELEMENTS, strict=True)]
+    assert len(build_read_examples(recs, root, spec, per_record=1)) == 3
+    bare = [dataclasses.replace(r, extra={}) for r in recs]
+    assert build_read_examples(bare, root, spec) == []
+    with pytest.raises(ValueError, match="per_record"):
+        build_read_examples(recs, root, spec, per_record=3)
+
+
 # ------------------------------------------------------------------------------------------------
 # the dataset
 

@@ -125,6 +125,11 @@ def test_alignment_stage_and_curriculum(mini_data, tiny_model, tmp_path):
         "data.check_per_record": 1, "data.align_per_record": 1, "trainer.per_device_train_batch_size": 12, "trainer.max_steps": 2,
         "trainer.save_strategy": "no"})))
     assert mixed["train_samples"] == 3 * 24 and mixed["check_rows"] == 24 and mixed["alignment_rows"] == 24
+    read = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "read", **{
+        "data.read_per_record": 2, "trainer.per_device_train_batch_size": 6, "trainer.max_steps": 2, "trainer.save_strategy": "no"})))
+    assert read["read_rows"] == 2 * 24 and read["train_samples"] == 24 + 2 * 24
+    with pytest.raises(ConfigError, match="data.read_per_record"):
+        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad5", **{"data.read_per_record": 3})))
     with pytest.raises(ConfigError, match="data.align_per_record"):
         run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad", **{"data.align_per_record": 0, "data.align_schedule": "only"})))
     with pytest.raises(ConfigError, match="data.check_per_record"):

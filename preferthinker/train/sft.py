@@ -20,8 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from preferthinker.data.loading import (PromptSpec, build_alignment_examples, build_check_examples, build_examples, corpus_for_tokenizer,
-                                        image_root_for, profile_terms)
+from preferthinker.data.loading import (PromptSpec, build_alignment_examples, build_check_examples, build_examples, build_read_examples,
+                                        corpus_for_tokenizer, image_root_for, profile_terms)
 from preferthinker.data.schema import load_train_jsonl
 from preferthinker.runtime import ConfigError, check, is_main_process, setup_run, write_json
 
@@ -54,9 +54,13 @@ def validate_common(cfg: DictConfig) -> None:
     check(0 <= n_check <= 64, "data.check_per_record", n_check, "use 0..64 check rows per record (a response has 5 sections)")
     check(str(cfg.data.get("check_candidates") or "data") in ("data", "uniform"), "data.check_candidates", cfg.data.get("check_candidates"),
           "choose data (sections of the records' own responses) or uniform (candidate terms drawn uniformly)")
+    n_read = int(cfg.data.get("read_per_record") or 0)
+    check(n_read in (0, 1, 2), "data.read_per_record", cfg.data.get("read_per_record"),
+          "use 0 (off), 1 (one candidate-reading row per record) or 2 (also with the candidates swapped)")
     if str(cfg.data.get("align_schedule") or "mixed") == "only":
-        check(n_align + n_check > 0, "data.align_per_record", cfg.data.get("align_per_record"),
-              "data.align_schedule=only trains on auxiliary rows alone: set data.align_per_record >= 1 or data.check_per_record >= 1")
+        check(n_align + n_check + n_read > 0, "data.align_per_record", cfg.data.get("align_per_record"),
+              "data.align_schedule=only trains on auxiliary rows alone: set data.align_per_record, data.check_per_record "
+              "or data.read_per_record >= 1")
 
 
 def resolve_precision(bf16: Any) -> bool:
@@ -350,6 +354,12 @@ def run(cfg: DictConfig) -> dict:
             raise ConfigError(f"data.check_per_record={cfg.data.check_per_record}: the responses of {train_path} have no section notes to "
                               "drill on (describe_candidates=checks); remake the data with it or set data.check_per_record=0")
     n_check = len(aux) - n_align
+    if int(cfg.data.get("read_per_record") or 0) > 0:  # candidate-reading rows in the whole prompt (see build_read_examples)
+        aux += build_read_examples(train_recs, image_root, spec, per_record=int(cfg.data.read_per_record))
+        if len(aux) == n_align + n_check:
+            raise ConfigError(f"data.read_per_record={cfg.data.read_per_record}: the records of {train_path} carry no per-candidate truth "
+                              "(true_profile_a/b, synthetic data only); set data.read_per_record=0")
+    n_read = len(aux) - n_align - n_check
     if aux:
         if schedule == "only":  # a stage of its own (vision alignment, check drill), before a CoT run from its final/
             rows = aux
@@ -362,7 +372,7 @@ def run(cfg: DictConfig) -> dict:
             rows = aux + rows
         else:
             rows += aux
-        log.info("%d single-image alignment rows, %d text-only check rows (%s)", n_align, n_check,
+        log.info("%d single-image alignment rows, %d text-only check rows, %d candidate-reading rows (%s)", n_align, n_check, n_read,
                  {"first": "all before the CoT rows", "only": "no CoT rows"}.get(schedule, "mixed in"))
     train_ds = Dataset.from_list(rows)
     val_ds = (Dataset.from_list(build_examples(val_recs, image_root, spec, kind="sft", processor=processor, max_length=max_length, source=str(train_path)))
@@ -406,6 +416,7 @@ def run(cfg: DictConfig) -> dict:
         "train_samples": len(train_ds),
         "alignment_rows": n_align,
         "check_rows": n_check,
+        "read_rows": n_read,
         "align_schedule": schedule if aux else None,
         "train_runtime_s": round(wall, 1),
         "samples_per_s": round(out.metrics.get("train_samples_per_second", 0.0), 3),
