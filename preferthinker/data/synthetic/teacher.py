@@ -123,6 +123,11 @@ def check_note(side: str, term: str, preferred: Sequence[str], non_preferred: st
     return f"{side} shows {term}; liked {liked}; disliked {non_preferred} {'yes' if non_preferred == term else 'no'}."
 
 
+def checks_note(term_a: str, term_b: str, preferred: Sequence[str], non_preferred: str) -> str:
+    """A whole ``checks`` note: Image A's half, then Image B's (``check_note``)."""
+    return check_note("A", term_a, preferred, non_preferred) + " " + check_note("B", term_b, preferred, non_preferred)
+
+
 def teach(
     preference: Mapping[str, str],
     non_preference: Mapping[str, str],
@@ -173,8 +178,7 @@ def teach(
     if mode == "sections":
         notes = [f"liked {preference[e]}; disliked {non_preference[e]}; A shows {profile_a[e]}; B shows {profile_b[e]}." for e in ELEMENTS]
     elif mode == "checks":
-        notes = [check_note("A", profile_a[e], split_terms(preference[e]), non_preference[e]) + " "
-                 + check_note("B", profile_b[e], split_terms(preference[e]), non_preference[e]) for e in ELEMENTS]
+        notes = [checks_note(profile_a[e], profile_b[e], split_terms(preference[e]), non_preference[e]) for e in ELEMENTS]
     elif mode != "none":
         preamble = "\n".join(
             f"Image {side} shows: {terms_phrase(prof, [_REL_TERSE[int(x)] for x in sc] if mode == 'relations' else None)}."
@@ -196,7 +200,7 @@ def check_drill_section(element: str, preferred: Sequence[str], non_preferred: s
 
     ta, tb = (str(terms[int(i)]) for i in rng.integers(len(terms), size=2))
     sa, sb = score_element(ta, preferred, non_preferred), score_element(tb, preferred, non_preferred)
-    note = check_note("A", ta, preferred, non_preferred) + " " + check_note("B", tb, preferred, non_preferred)
+    note = checks_note(ta, tb, preferred, non_preferred)
     ra, rb = (rationale(element, t, sc, preferred, non_preferred, None, "terse", rng, None) for t, sc in ((ta, sa), (tb, sb)))
     return render_section_body(sa, sb, ra, rb, note)
 
