@@ -53,6 +53,7 @@ __all__ = [
     "VISION_EXCLUDE_REGEX",
     "apply_lora",
     "build_tiny_model",
+    "build_mismatches",
     "count_parameters",
     "get_vision_tower",
     "load_model_and_processor",
@@ -145,7 +146,7 @@ _VISION_EXTRA_TARGETS: tuple[str, ...] = ("attn.qkv", "attn.proj")
 # the LM names gate/up/down_proj, so plain name targets would adapt it too unless it is excluded.
 VISION_EXCLUDE_REGEX = r"(.*\.)?visual(\..*)?"
 
-_PIXELS_PER_TOKEN = 28 * 28  # 14x14 patches, merged 2x2 => one LM token per 28x28 pixels
+_PIXELS_PER_TOKEN = 28 * 28  # 14x14 patches merged 2x2 (or 7x7 merged 4x4) => one LM token per 28x28 pixels
 
 
 class ModelLoadError(RuntimeError):
@@ -287,6 +288,8 @@ def build_tiny_model(
     vision_hidden_size: int = 64,
     vision_intermediate_size: int = 128,
     vision_heads: int = 4,
+    vision_patch_size: int = 14,
+    vision_merge_size: int = 2,
     min_pixels: int = 56 * 56,
     max_pixels: int = 56 * 56,
     word_tokens: Iterable[str] = (),
@@ -312,6 +315,10 @@ def build_tiny_model(
             ``hidden_size / num_heads`` (the head dim) must be even; ``num_heads`` a multiple of ``num_kv_heads``.
         vision_depth, vision_hidden_size, vision_intermediate_size, vision_heads: ViT sizes.
             ``vision_hidden_size / vision_heads`` must be divisible by 4 (2-D rotary embedding).
+        vision_patch_size, vision_merge_size: ViT patch side and the side of the square of patches the merger
+            folds into one LM token. Their product must be 28 (Qwen2.5-VL: 14 x 2), so that one LM token still
+            covers 28x28 pixels and every pixel bound and token count stays the real model's; 7 x 4 gives the
+            ViT 16 finer patches per token (the tiny default: it reads texture far sooner, docs/results.md).
         min_pixels, max_pixels: image-processor bounds on resized ``height * width``.
         word_tokens: domain terms the tokenizer keeps whole (see ``train_tokenizer``), e.g. the profile terms
             of the training data, so that a term is the same single id in a profile block and in a rationale.
@@ -338,6 +345,11 @@ def build_tiny_model(
         raise ValueError(
             f"vision_hidden_size={vision_hidden_size} / vision_heads={vision_heads} must be an integer divisible by 4 "
             "(the ViT uses a 2-D rotary embedding over half of each head)."
+        )
+    if vision_patch_size * vision_merge_size != 28:
+        raise ValueError(
+            f"vision_patch_size={vision_patch_size} x vision_merge_size={vision_merge_size} must be 28 (one LM token per "
+            "28x28 pixels, as in Qwen2.5-VL's 14 x 2), e.g. 14 x 2 or 7 x 4."
         )
     _check_pixels(min_pixels, max_pixels)
 
@@ -375,10 +387,10 @@ def build_tiny_model(
             "intermediate_size": vision_intermediate_size,
             "num_heads": vision_heads,
             "out_hidden_size": hidden_size,  # the merger projects straight into the LM's embedding space
-            "patch_size": 14,
-            "spatial_merge_size": 2,
+            "patch_size": vision_patch_size,
+            "spatial_merge_size": vision_merge_size,
             "temporal_patch_size": 2,
-            "window_size": 112,
+            "window_size": 112,  # pixels: windows of 4x4 LM tokens whatever the patch size
             # Qwen2.5-VL uses full attention in every 8th block (7, 15, 23, 31) and windowed attention
             # elsewhere; a shallow tower keeps the same rule, with at least its last block global.
             "fullatt_block_indexes": list(range(min(vision_depth, 8) - 1, vision_depth, 8)),
@@ -402,9 +414,10 @@ def build_tiny_model(
     )
 
     size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
-    image_processor = Qwen2VLImageProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2)
+    patches = {"patch_size": vision_patch_size, "merge_size": vision_merge_size, "temporal_patch_size": 2}
+    image_processor = Qwen2VLImageProcessor(size=size, **patches)
     # Videos are not used by PreferThinker, but the processor requires a video processor; keep it as small.
-    video_processor = Qwen2VLVideoProcessor(size=dict(size), patch_size=14, merge_size=2, temporal_patch_size=2)
+    video_processor = Qwen2VLVideoProcessor(size=dict(size), **patches)
     processor = Qwen2_5_VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -421,6 +434,44 @@ def build_tiny_model(
         len(tokenizer),
         seed,
     )
+    return out
+
+
+# build_tiny_model argument -> (sub-config, config.json key) it is saved under
+_BUILD_KEYS = {
+    "text_layers": ("text_config", "num_hidden_layers"),
+    "hidden_size": ("text_config", "hidden_size"),
+    "intermediate_size": ("text_config", "intermediate_size"),
+    "num_heads": ("text_config", "num_attention_heads"),
+    "num_kv_heads": ("text_config", "num_key_value_heads"),
+    "vision_depth": ("vision_config", "depth"),
+    "vision_hidden_size": ("vision_config", "hidden_size"),
+    "vision_intermediate_size": ("vision_config", "intermediate_size"),
+    "vision_heads": ("vision_config", "num_heads"),
+    "vision_patch_size": ("vision_config", "patch_size"),
+    "vision_merge_size": ("vision_config", "spatial_merge_size"),
+}
+
+
+def build_mismatches(path: str | os.PathLike, build: Mapping[str, Any]) -> list[str]:
+    """The ``build_tiny_model`` sizes in ``build`` that the checkpoint at ``path`` does not have, as
+    ``"name: checkpoint X, config Y"`` strings (empty when they all match or ``path`` has no config.json).
+    A tiny checkpoint is built once and reused, so a size changed in the config after that is otherwise
+    silently ignored."""
+    cfg_file = Path(path) / "config.json"
+    if not cfg_file.is_file():
+        return []
+    try:
+        saved = json.loads(cfg_file.read_text())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for name, (sub, key) in _BUILD_KEYS.items():
+        if name not in build:
+            continue
+        have = (saved.get(sub) or {}).get(key, saved.get(key) if sub == "text_config" else None)
+        if have is not None and int(have) != int(build[name]):
+            out.append(f"{name}: checkpoint {have}, config {build[name]}")
     return out
 
 

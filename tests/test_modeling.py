@@ -306,6 +306,44 @@ def test_build_rejects_bad_shapes(tmp_path):
         build_tiny_model(tmp_path / "x", CORPUS, num_heads=4, num_kv_heads=3)
 
 
+def test_fine_patch_build_keeps_four_tokens_per_image(tmp_path):
+    """7x7 patches merged 4x4 (the tiny default) still give one LM token per 28x28 pixels: the ViT sees 64
+    patches of a 56-pixel image, the LM the same 4 tokens; the processor saved beside it agrees."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    path = build_tiny_model(tmp_path / "p7", CORPUS, text_layers=1, hidden_size=32, intermediate_size=64,
+                            vision_depth=1, vision_hidden_size=32, vision_intermediate_size=32,
+                            vision_patch_size=7, vision_merge_size=4)
+    processor = AutoProcessor.from_pretrained(path)
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    assert (model.config.vision_config.patch_size, model.config.vision_config.spatial_merge_size) == (7, 4)
+    assert (processor.image_processor.patch_size, processor.image_processor.merge_size) == (7, 4)
+    messages = [{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", (56, 56), (200, 30, 30))},
+                                             {"type": "text", "text": "Which image?"}]}]
+    inputs = processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt",
+                                           add_generation_prompt=True)
+    assert inputs["image_grid_thw"][0].tolist() == [1, 8, 8]
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 4
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    assert torch.isfinite(logits).all()
+
+
+def test_build_rejects_patch_sizes_that_change_the_token_grid(tmp_path):
+    with pytest.raises(ValueError, match="must be 28"):
+        build_tiny_model(tmp_path / "x", CORPUS, vision_patch_size=7, vision_merge_size=2)
+
+
+def test_build_mismatches_names_each_changed_size(tmp_path):
+    path = build_tiny_model(tmp_path / "m", CORPUS, text_layers=1, hidden_size=32, intermediate_size=64,
+                            vision_depth=1, vision_hidden_size=32, vision_intermediate_size=32)
+    same = {"text_layers": 1, "hidden_size": 32, "vision_depth": 1, "vision_patch_size": 14, "seed": 3, "term_tokens": True}
+    assert modeling.build_mismatches(path, same) == []
+    diff = modeling.build_mismatches(path, {**same, "vision_patch_size": 7, "vision_merge_size": 4})
+    assert diff == ["vision_patch_size: checkpoint 14, config 7", "vision_merge_size: checkpoint 2, config 4"]
+    assert modeling.build_mismatches(tmp_path / "absent", same) == []
+
+
 def test_mrope_section_matches_qwen_for_real_head_dim():
     assert modeling._mrope_section(128) == [16, 24, 24]
     assert sum(modeling._mrope_section(32)) == 16

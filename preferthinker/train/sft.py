@@ -88,6 +88,14 @@ def ensure_model(cfg: DictConfig, corpus: list[str], terms: list[str] = ()) -> s
         words = list(terms) if kwargs.pop("term_tokens", False) else []
         log.info("building the tiny Qwen2.5-VL at %s from %d training texts (%d whole-word term tokens)", path, len(corpus), len(words))
         build_tiny_model(path, corpus, word_tokens=words, **kwargs)
+    elif build and is_main_process():
+        from preferthinker.modeling import build_mismatches
+
+        diff = build_mismatches(path, OmegaConf.to_container(build, resolve=True))
+        if diff:
+            log.warning("model.path=%s was built with other sizes than model.build (%s); it is used as it is. Delete "
+                        "the folder to rebuild the tiny model from the config, or set model.build=null to silence this.",
+                        path, "; ".join(diff))
     return str(path)
 
 
