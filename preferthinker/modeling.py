@@ -318,7 +318,8 @@ def build_tiny_model(
         vision_patch_size, vision_merge_size: ViT patch side and the side of the square of patches the merger
             folds into one LM token. Their product must be 28 (Qwen2.5-VL: 14 x 2), so that one LM token still
             covers 28x28 pixels and every pixel bound and token count stays the real model's; 7 x 4 gives the
-            ViT 16 finer patches per token (the tiny default: it reads texture far sooner, docs/results.md).
+            ViT 16 finer patches per token (reads single images sooner, but measured worse in the whole
+            pipeline, so not the tiny default: docs/results.md).
         min_pixels, max_pixels: image-processor bounds on resized ``height * width``.
         word_tokens: domain terms the tokenizer keeps whole (see ``train_tokenizer``), e.g. the profile terms
             of the training data, so that a term is the same single id in a profile block and in a rationale.
@@ -469,7 +470,7 @@ def build_mismatches(path: str | os.PathLike, build: Mapping[str, Any]) -> list[
     for name, (sub, key) in _BUILD_KEYS.items():
         if name not in build:
             continue
-        have = (saved.get(sub) or {}).get(key, saved.get(key) if sub == "text_config" else None)
+        have = (saved.get(sub) or {}).get(key)
         if have is not None and int(have) != int(build[name]):
             out.append(f"{name}: checkpoint {have}, config {build[name]}")
     return out

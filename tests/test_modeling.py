@@ -307,7 +307,7 @@ def test_build_rejects_bad_shapes(tmp_path):
 
 
 def test_fine_patch_build_keeps_four_tokens_per_image(tmp_path):
-    """7x7 patches merged 4x4 (the tiny default) still give one LM token per 28x28 pixels: the ViT sees 64
+    """7x7 patches merged 4x4 (a build option) still give one LM token per 28x28 pixels: the ViT sees 64
     patches of a 56-pixel image, the LM the same 4 tokens; the processor saved beside it agrees."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
