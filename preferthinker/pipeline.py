@@ -51,12 +51,34 @@ def ablation_table(results: dict, rows: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _check_data_size(data_dir: Path, size: int | None) -> None:
+    """An existing dataset rendered at another side than ``image_size`` is an error before any stage runs
+    (the model would be trained on resampled images, which the renderer's pixel signatures do not survive)."""
+    manifest = data_dir / "manifest.json"
+    if size is None or not manifest.is_file():
+        return
+    try:
+        made = json.loads(manifest.read_text(encoding="utf-8")).get("image_size")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{manifest}: unreadable dataset manifest ({e}); delete {data_dir} to remake the data") from None
+    if made is not None and int(made) != size:
+        raise ConfigError(f"image_size={size} but {data_dir} was rendered at {made} pixels; pass data_dir=<a new folder> "
+                          f"(the data stage makes it there) or image_size={made}")
+
+
 def run(cfg: DictConfig) -> dict:
     for s in cfg.stages:
         check(s in STAGES, "stages", list(cfg.stages), f"unknown stage {s!r}; choose from {STAGES}")
+    size = cfg.get("image_size")
+    check(size is None or (isinstance(size, int) and not isinstance(size, bool) and 28 <= size <= 1024 and size % 28 == 0),
+          "image_size", size, "must be null or a multiple of 28 in [28, 1024] (one Qwen2.5-VL token per 28x28 pixels)")
+    if "data" not in cfg.stages or not list(cfg.make_data):
+        _check_data_size(Path(str(cfg.data_dir)), size)
     run_dir = setup_run(cfg, "pipeline")
     d = {name: run_dir / name for name in ("align", "checks", "sft", "grpo_rl", "grpo_pr", "eval")}
-    data = [f"data.root={cfg.data_dir}"]
+    # every model stage reads images at the side the data was rendered at (model.min/max_pixels = side^2)
+    pixels = [f"model.min_pixels={size * size}", f"model.max_pixels={size * size}"] if size else []
+    data = [f"data.root={cfg.data_dir}", *pixels]
     timings = {}
 
     def start_of(stage: str) -> Path:
@@ -75,7 +97,7 @@ def run(cfg: DictConfig) -> dict:
             if (Path(cfg.data_dir) / "manifest.json").is_file() and not list(cfg.make_data):
                 log.info("data already made in %s: skipped (delete it or pass make_data=[...] to remake)", cfg.data_dir)
                 continue
-            _call("make_data.py", [f"out_dir={cfg.data_dir}", *cfg.make_data])
+            _call("make_data.py", [f"out_dir={cfg.data_dir}", *([f"image_size={size}"] if size else []), *cfg.make_data])
         elif stage == "align":  # vision alignment (single image -> its five terms) before the CoT SFT
             _call("train_sft.py", [f"run_dir={d['align']}", *data, f"model.path={cfg.tiny_model}", "task_name=align",
                                    "data.align_schedule=only", "data.val_samples=0", *cfg.align])

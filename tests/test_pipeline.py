@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from tests.conftest import REPO
@@ -32,5 +33,29 @@ def test_pipeline_runs_align_checks_then_sft(mini_data, tiny_model, tmp_path):
     assert checks_cfg["model"]["path"] == str(run_dir / "align" / "final")
     sft_cfg = yaml.safe_load((run_dir / "sft" / "sft_config.yaml").read_text())
     assert sft_cfg["model"]["path"] == str(run_dir / "checks" / "final")
+    assert sft_cfg["model"]["min_pixels"] == sft_cfg["model"]["max_pixels"] == 56 * 56  # image_size=56 reaches every stage
     assert (run_dir / "sft" / "final" / "config.json").is_file()
     assert set(json.loads((run_dir / "pipeline.json").read_text())["stage_seconds"]) == {"align", "checks", "sft"}
+
+
+def _pipeline(*overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "run_pipeline.py"), *overrides],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("size", ["50", "0", "2048", "big"])
+def test_pipeline_rejects_a_bad_image_size(size, tmp_path):
+    out = _pipeline(f"run_dir={tmp_path / 'pipe'}", f"data_dir={tmp_path / 'data'}", f"image_size={size}", "stages=[align]")
+    assert out.returncode != 0
+    assert "image_size" in out.stderr and "multiple of 28" in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "pipe" / "align").exists()
+
+
+def test_pipeline_refuses_data_rendered_at_another_size(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.json").write_text(json.dumps({"image_size": 56}))
+    out = _pipeline(f"run_dir={tmp_path / 'pipe'}", f"data_dir={data}", "image_size=112", "stages=[data,align]")
+    assert out.returncode != 0
+    assert "image_size=112" in out.stderr and "rendered at 56" in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "pipe" / "align").exists()
