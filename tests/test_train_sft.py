@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import subprocess
@@ -128,6 +130,9 @@ def test_alignment_stage_and_curriculum(mini_data, tiny_model, tmp_path):
     read = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "read", **{
         "data.read_per_record": 2, "trainer.per_device_train_batch_size": 6, "trainer.max_steps": 2, "trainer.save_strategy": "no"})))
     assert read["read_rows"] == 2 * 24 and read["train_samples"] == 24 + 2 * 24
+    totals = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "totals", **{
+        "data.total_rows": True, "data.align_schedule": "only", "trainer.max_steps": 1, "trainer.save_strategy": "no"})))
+    assert totals["total_rows"] == totals["train_samples"] == 24 and totals["alignment_rows"] == 0
     with pytest.raises(ConfigError, match="data.read_per_record"):
         run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad5", **{"data.read_per_record": 3})))
     with pytest.raises(ConfigError, match="data.align_per_record"):
@@ -177,3 +182,21 @@ def test_deepspeed_two_processes_train_one_model(mini_data, tiny_model, tmp_path
 
     model = AutoModelForImageTextToText.from_pretrained(run_dir / "final")
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in AutoModelForImageTextToText.from_pretrained(tiny_model).parameters())
+
+
+def test_total_rows_hold_the_sections_and_complete_with_the_totals(mini_data):
+    """An "add up" drill row: the response's per-element sections in the prompt, the Total lines and the answer as
+    the completion; a record without a Total section gives no row."""
+    from preferthinker.data.loading import TOTAL_PROMPT, PromptSpec, build_total_examples
+    from preferthinker.data.schema import load_train_jsonl
+
+    recs = load_train_jsonl(mini_data / "train" / "sft.jsonl")
+    rows = build_total_examples(recs, PromptSpec(style="compact", system="compact"))
+    assert len(rows) == len(recs) and all(r["images"] == [] for r in rows)
+    user = rows[0]["prompt"][-1]["content"][0]["text"]
+    done = rows[0]["completion"][0]["content"][0]["text"] if isinstance(rows[0]["completion"][0]["content"], list) else rows[0]["completion"][0]["content"]
+    assert user.startswith(TOTAL_PROMPT) and "Image A(" in user and "Total:" not in user and "<think>" not in user
+    assert done.startswith("Total:") and "total_score=" in done and "<answer>" in done
+    assert recs[0].response.endswith(done) and user.split("\n", 1)[1] in recs[0].response
+    no_total = dataclasses.replace(recs[0], response="<answer>Image A</answer>")
+    assert build_total_examples([no_total], PromptSpec(style="compact", system="compact")) == []

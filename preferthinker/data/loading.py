@@ -309,6 +309,33 @@ def build_check_examples(records: Sequence[PreferenceRecord], spec: PromptSpec, 
     return rows
 
 
+TOTAL_PROMPT = "Add up the scores of each image and answer which one the user prefers."
+
+
+def build_total_examples(records: Sequence[PreferenceRecord], spec: PromptSpec) -> list[dict]:
+    """Text-only "add up" drill rows, one per record whose CoT response has a ``Total:`` section after its
+    per-element sections: the prompt holds those sections (the text between ``<think>`` and ``Total:``), the
+    completion is the rest of the response (the two ``total_score=`` lines, ``</think>`` and the answer).
+
+    A drill for the *total* step: with 112-pixel images the tiny default wrote per-element scores whose sum
+    gives 78 % on SP_ID, but total lines that equal that sum in 5 of 200 responses (``docs/results.md``). The
+    step needs no image, so short rows teach it at text-only cost. Records without a ``Total:`` section
+    (answer-only targets) contribute nothing."""
+    prompt_head = _system_messages(spec)
+    rows: list[dict] = []
+    for rec in records:
+        resp = rec.response or ""
+        start, cut = resp.find("<think>"), resp.find("Total:")
+        if start < 0 or cut <= start:
+            continue
+        sections = resp[start + len("<think>"):cut].strip()
+        if not sections:
+            continue
+        user = [{"role": "user", "content": [{"type": "text", "text": f"{TOTAL_PROMPT}\n{sections}"}]}]
+        rows.append({"prompt": prompt_head + user, "completion": [assistant_message(resp[cut:])], "images": []})
+    return rows
+
+
 def _record_profiles(rec: PreferenceRecord, *, references: bool = True) -> list[dict]:
     """The profile dicts a record carries: both profiles, the candidates' per-image truth and (``references``)
     the references' per-image truth, in that order; missing ones left out."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from preferthinker.data.loading import (PromptSpec, build_alignment_examples, build_check_examples, build_examples, build_read_examples,
+from preferthinker.data.loading import (PromptSpec, build_alignment_examples, build_check_examples, build_examples, build_read_examples, build_total_examples,
                                         corpus_for_tokenizer, image_root_for, profile_terms)
 from preferthinker.data.schema import load_train_jsonl
 from preferthinker.runtime import ConfigError, check, is_main_process, setup_run, write_json
@@ -58,9 +58,9 @@ def validate_common(cfg: DictConfig) -> None:
     check(n_read in (0, 1, 2), "data.read_per_record", cfg.data.get("read_per_record"),
           "use 0 (off), 1 (one candidate-reading row per record) or 2 (also with the candidates swapped)")
     if str(cfg.data.get("align_schedule") or "mixed") == "only":
-        check(n_align + n_check + n_read > 0, "data.align_per_record", cfg.data.get("align_per_record"),
+        check(n_align + n_check + n_read > 0 or bool(cfg.data.get("total_rows")), "data.align_per_record", cfg.data.get("align_per_record"),
               "data.align_schedule=only trains on auxiliary rows alone: set data.align_per_record, data.check_per_record "
-              "or data.read_per_record >= 1")
+              "or data.read_per_record >= 1, or data.total_rows=true")
 
 
 def resolve_precision(bf16: Any) -> bool:
@@ -368,6 +368,12 @@ def run(cfg: DictConfig) -> dict:
             raise ConfigError(f"data.read_per_record={cfg.data.read_per_record}: the records of {train_path} carry no per-candidate truth "
                               "(true_profile_a/b, synthetic data only); set data.read_per_record=0")
     n_read = len(aux) - n_align - n_check
+    if bool(cfg.data.get("total_rows")):  # text-only "add up the scores" drill rows (see build_total_examples)
+        aux += build_total_examples(train_recs, spec)
+        if len(aux) == n_align + n_check + n_read:
+            raise ConfigError(f"data.total_rows=true: the responses of {train_path} have no per-element sections before a "
+                              "'Total:' line to drill on; set data.total_rows=false")
+    n_total = len(aux) - n_align - n_check - n_read
     if aux:
         if schedule == "only":  # a stage of its own (vision alignment, check drill), before a CoT run from its final/
             rows = aux
@@ -380,8 +386,8 @@ def run(cfg: DictConfig) -> dict:
             rows = aux + rows
         else:
             rows += aux
-        log.info("%d single-image alignment rows, %d text-only check rows, %d candidate-reading rows (%s)", n_align, n_check, n_read,
-                 {"first": "all before the CoT rows", "only": "no CoT rows"}.get(schedule, "mixed in"))
+        log.info("%d single-image alignment rows, %d text-only check rows, %d candidate-reading rows, %d add-up rows (%s)", n_align,
+                 n_check, n_read, n_total, {"first": "all before the CoT rows", "only": "no CoT rows"}.get(schedule, "mixed in"))
     train_ds = Dataset.from_list(rows)
     val_ds = (Dataset.from_list(build_examples(val_recs, image_root, spec, kind="sft", processor=processor, max_length=max_length, source=str(train_path)))
               if val_recs else None)
@@ -425,6 +431,7 @@ def run(cfg: DictConfig) -> dict:
         "alignment_rows": n_align,
         "check_rows": n_check,
         "read_rows": n_read,
+        "total_rows": n_total,
         "align_schedule": schedule if aux else None,
         "train_runtime_s": round(wall, 1),
         "samples_per_s": round(out.metrics.get("train_samples_per_second", 0.0), 3),
