@@ -194,7 +194,7 @@ def test_total_rows_hold_the_sections_and_complete_with_the_totals(mini_data):
     rows = build_total_examples(recs, PromptSpec(style="compact", system="compact"))
     assert len(rows) == len(recs) and all(r["images"] == [] for r in rows)
     user = rows[0]["prompt"][-1]["content"][0]["text"]
-    done = rows[0]["completion"][0]["content"][0]["text"] if isinstance(rows[0]["completion"][0]["content"], list) else rows[0]["completion"][0]["content"]
+    done = rows[0]["completion"][0]["content"][0]["text"]
     assert user.startswith(TOTAL_PROMPT) and "Image A(" in user and "Total:" not in user and "<think>" not in user
     assert done.startswith("Total:") and "total_score=" in done and "<answer>" in done
     assert recs[0].response.endswith(done) and user.split("\n", 1)[1] in recs[0].response
