@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from preferthinker.data.synthetic.render import MAX_SIZE
 from preferthinker.runtime import ConfigError, check, setup_run, write_json
 
 log = logging.getLogger("preferthinker.pipeline")
@@ -59,9 +60,10 @@ def _check_data_size(data_dir: Path, size: int | None) -> None:
         return
     try:
         made = json.loads(manifest.read_text(encoding="utf-8")).get("image_size")
-    except (OSError, ValueError, AttributeError) as e:
+        made = None if made is None else int(made)
+    except (OSError, ValueError, TypeError, AttributeError) as e:
         raise ConfigError(f"{manifest}: unreadable dataset manifest ({e}); delete {data_dir} to remake the data") from None
-    if made is not None and int(made) != size:
+    if made is not None and made != size:
         raise ConfigError(f"image_size={size} but {data_dir} was rendered at {made} pixels; pass data_dir=<a new folder> "
                           f"(the data stage makes it there) or image_size={made}")
 
@@ -70,8 +72,9 @@ def run(cfg: DictConfig) -> dict:
     for s in cfg.stages:
         check(s in STAGES, "stages", list(cfg.stages), f"unknown stage {s!r}; choose from {STAGES}")
     size = cfg.get("image_size")
-    check(size is None or (isinstance(size, int) and not isinstance(size, bool) and 28 <= size <= 1024 and size % 28 == 0),
-          "image_size", size, "must be null or a multiple of 28 in [28, 1024] (one Qwen2.5-VL token per 28x28 pixels)")
+    check(size is None or (isinstance(size, int) and not isinstance(size, bool) and 28 <= size <= MAX_SIZE and size % 28 == 0),
+          "image_size", size, f"must be null or a multiple of 28 in [28, {MAX_SIZE}] (one Qwen2.5-VL token per 28x28 pixels; "
+          "the renderer's largest side)")
     if "data" not in cfg.stages or not list(cfg.make_data):
         _check_data_size(Path(str(cfg.data_dir)), size)
     run_dir = setup_run(cfg, "pipeline")

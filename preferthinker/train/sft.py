@@ -20,8 +20,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from preferthinker.data.loading import (PromptSpec, build_alignment_examples, build_check_examples, build_examples, build_read_examples, build_total_examples,
-                                        corpus_for_tokenizer, image_root_for, profile_terms)
+from preferthinker.data.loading import (PromptSpec, build_alignment_examples, build_check_examples, build_examples, build_read_examples,
+                                        build_total_examples, corpus_for_tokenizer, image_root_for, profile_terms)
 from preferthinker.data.schema import load_train_jsonl
 from preferthinker.runtime import ConfigError, check, is_main_process, setup_run, write_json
 
