@@ -35,3 +35,37 @@ def test_gpu_speed_quick_runs_every_stage(tmp_path):
     for key in ("rollout_speedup", "grpo_step_ratio", "sft_best_mfu", "goal_rollout_1000_tok_s", "goal_grpo_ratio_le_1/3"):
         assert key in summary, key
     assert "DONE" in proc.stdout
+
+
+def _row(label, sa, sb, ta, tb, true_a, true_b, answer):
+    return {"label": label, "scores_a": sa, "scores_b": sb, "total_a": ta, "total_b": tb,
+            "true_scores_a": true_a, "true_scores_b": true_b, "answer": answer}
+
+
+def test_score_consistency_counts_totals_and_counterfactual_sums(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import score_consistency as sc
+    finally:
+        sys.path.pop(0)
+    rows = [
+        # totals match the score lines, answer follows them and is right; Detail misread (5 vs 1, true 1 vs 5)
+        _row("Image A", [5, 5, 5, 5, 5], [1, 1, 1, 1, 1], 25, 5, [5, 5, 5, 5, 1], [1, 1, 1, 1, 5], "Image A"),
+        # wrong total for B, answer follows the totals and is wrong; own sums 11 vs 13 also pick B
+        _row("Image A", [1, 1, 5, 1, 3], [3, 3, 1, 3, 3], 11, 14, [5, 1, 5, 1, 5], [1, 3, 1, 3, 1], "Image B"),
+        # no answer: counts half
+        _row("Image B", [1, 1, 1, 1, 1], [5, 5, 5, 5, 5], 5, 25, [1, 1, 1, 1, 1], [5, 5, 5, 5, 5], None),
+    ]
+    folder = tmp_path / "predictions" / "model"
+    folder.mkdir(parents=True)
+    (folder / "SP_ID.rank0.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    r = sc.report(str(folder), "SP_ID", ["Detail"])
+    assert r["n"] == r["with_scores"] == 3
+    assert r["answer"] == 100 * (1 + 0 + 0.5) / 3
+    assert r["totals_right"] == 2 and r["unequal_totals"] == 3
+    assert r["follows_totals"] == 2  # rows 1 and 2; the missing answer does not follow
+    assert r["own 5"] == 100 * 2 / 3  # row 2: 11 < 13 picks B, wrong
+    assert r["own w/o Detail"] == 100 * 2 / 3  # row 2 without Detail: 8 < 10, still B
+    assert r["own + true Detail"] == 100.0  # row 2: 13 vs 11 -> A right; row 1: 21 vs 9 right; row 3 right
+    assert sc.main([str(folder), "--subsets", "SP_ID", "--json", str(tmp_path / "o.json")]) == 0
+    assert json.loads((tmp_path / "o.json").read_text())[0]["totals_right"] == 2
