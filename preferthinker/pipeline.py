@@ -16,7 +16,7 @@ from preferthinker.data.synthetic.render import MAX_SIZE
 from preferthinker.runtime import ConfigError, check, setup_run, write_json
 
 log = logging.getLogger("preferthinker.pipeline")
-STAGES = ("data", "align", "checks", "sft", "grpo_rl", "grpo_pr", "eval")
+STAGES = ("data", "align", "checks", "sft", "sft2", "grpo_rl", "grpo_pr", "eval")
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
@@ -78,7 +78,7 @@ def run(cfg: DictConfig) -> dict:
     if "data" not in cfg.stages or not list(cfg.make_data):
         _check_data_size(Path(str(cfg.data_dir)), size)
     run_dir = setup_run(cfg, "pipeline")
-    d = {name: run_dir / name for name in ("align", "checks", "sft", "grpo_rl", "grpo_pr", "eval")}
+    d = {name: run_dir / name for name in ("align", "checks", "sft", "sft2", "grpo_rl", "grpo_pr", "eval")}
     # every model stage reads images at the side the data was rendered at (model.min/max_pixels = side^2)
     pixels = [f"model.min_pixels={size * size}", f"model.max_pixels={size * size}"] if size else []
     data = [f"data.root={cfg.data_dir}", *pixels]
@@ -88,6 +88,11 @@ def run(cfg: DictConfig) -> dict:
         """The checkpoint a pre-training stage starts from: the final/ of the last listed one before it, else the tiny model."""
         before = [s for s in ("align", "checks") if s in cfg.stages and STAGES.index(s) < STAGES.index(stage)]
         return d[before[-1]] / "final" if before else Path(str(cfg.tiny_model))
+
+    def sft_final() -> Path:
+        """The SFT checkpoint the later stages use: sft2's when that stage is listed or has run, else sft's."""
+        two = d["sft2"] / "final"
+        return two if "sft2" in cfg.stages or (two / "config.json").is_file() else d["sft"] / "final"
 
     for stage in cfg.stages:
         t0 = time.time()
@@ -109,12 +114,14 @@ def run(cfg: DictConfig) -> dict:
                                    "data.align_schedule=only", "data.align_per_record=0", "data.val_samples=0", *cfg.checks])
         elif stage == "sft":
             _call("train_sft.py", [f"run_dir={d['sft']}", *data, f"model.path={start_of(stage)}", *cfg.sft])
+        elif stage == "sft2":  # a second CoT schedule from sft/final (warm restart at a lower learning rate)
+            _call("train_sft.py", [f"run_dir={d['sft2']}", *data, f"model.path={d['sft'] / 'final'}", "task_name=sft2", *cfg.sft2])
         elif stage in ("grpo_rl", "grpo_pr"):
             reward = "acc_format" if stage == "grpo_rl" else "paper"
-            _call("train_grpo.py", [f"run_dir={d[stage]}", *data, f"model.path={d['sft'] / 'final'}", f"reward={reward}", *cfg.grpo])
+            _call("train_grpo.py", [f"run_dir={d[stage]}", *data, f"model.path={sft_final()}", f"reward={reward}", *cfg.grpo])
         elif stage == "eval":
             # Hydra keys cannot hold '+': the SFT+RL row is keyed SFT_RL and renamed in the table
-            extra = [f"+extra_models.{k}={v}" for k, v in (("SFT", d["sft"] / "final"), ("SFT_RL", d["grpo_rl"] / "final")) if (v / "config.json").is_file()]
+            extra = [f"+extra_models.{k}={v}" for k, v in (("SFT", sft_final()), ("SFT_RL", d["grpo_rl"] / "final")) if (v / "config.json").is_file()]
             main = d["grpo_pr"] / "final"
             _call("eval.py", [f"run_dir={d['eval']}", *data, f"model.path={main}", "model_label=SFT+RL+PR",
                               f"base_model={cfg.tiny_model}", "systems=[model,base,pixel,random]", *extra, *cfg.eval])

@@ -1,5 +1,5 @@
 """The main job's runner: the align stage trains on single-image rows, the checks stage on text-only section rows
-from it, and the CoT SFT starts from the checks stage."""
+from it, the CoT SFT starts from the checks stage and the second CoT schedule (sft2) from the SFT."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ def test_pipeline_runs_align_checks_then_sft(mini_data, tiny_model, tmp_path):
         return "[" + ",".join(f"'{x}'" for x in items) + "]"
 
     cmd = [sys.executable, str(REPO / "scripts" / "run_pipeline.py"), f"run_dir={run_dir}", f"data_dir={mini_data}",
-           f"tiny_model={tiny_model}", "stages=[align,checks,sft]", "align=" + as_list(common + ["data.align_per_record=2"]),
-           "checks=" + as_list(common + ["data.check_per_record=1"]), "sft=" + as_list(common + ["data.align_per_record=0"])]
+           f"tiny_model={tiny_model}", "image_size=56", "stages=[align,checks,sft,sft2]",
+           "align=" + as_list(common + ["data.align_per_record=2"]), "checks=" + as_list(common + ["data.check_per_record=1"]),
+           "sft=" + as_list(common + ["data.align_per_record=0"]),
+           "sft2=" + as_list(common + ["data.align_per_record=0", "data.total_rows=true", "trainer.learning_rate=1e-3"])]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     align = json.loads((run_dir / "align" / "results.json").read_text())
@@ -35,7 +37,12 @@ def test_pipeline_runs_align_checks_then_sft(mini_data, tiny_model, tmp_path):
     assert sft_cfg["model"]["path"] == str(run_dir / "checks" / "final")
     assert sft_cfg["model"]["min_pixels"] == sft_cfg["model"]["max_pixels"] == 56 * 56  # image_size=56 reaches every stage
     assert (run_dir / "sft" / "final" / "config.json").is_file()
-    assert set(json.loads((run_dir / "pipeline.json").read_text())["stage_seconds"]) == {"align", "checks", "sft"}
+    # sft2: a second schedule from sft/final with its own overrides (here the add-up rows)
+    sft2_cfg = yaml.safe_load((run_dir / "sft2" / "sft_config.yaml").read_text())
+    assert sft2_cfg["model"]["path"] == str(run_dir / "sft" / "final") and sft2_cfg["trainer"]["learning_rate"] == 1e-3
+    sft2 = json.loads((run_dir / "sft2" / "results.json").read_text())
+    assert sft2["total_rows"] == 24 and sft2["final_model"] == str(run_dir / "sft2" / "final")
+    assert set(json.loads((run_dir / "pipeline.json").read_text())["stage_seconds"]) == {"align", "checks", "sft", "sft2"}
 
 
 def _pipeline(*overrides: str) -> subprocess.CompletedProcess:
