@@ -153,3 +153,45 @@ def test_shared_prompt_logps_entropies_and_grads_equal_trl(tiny_model, mini_data
     assert g1.keys() == g0.keys() and len(g0) > 0 and all("lora" in n for n in g0)
     for n in g0:
         torch.testing.assert_close(g1[n], g0[n], atol=1e-5, rtol=1e-4)
+
+
+def test_token_logps_with_no_completion_token_is_empty_and_differentiable():
+    """Every completion of a batch truncated and masked leaves no token to score: empty results, no torch.cat error,
+    and a (zero) loss that still backpropagates into the head."""
+    from preferthinker.train.fast_grpo import token_logps
+
+    w = torch.randn(11, 6, requires_grad=True)
+    h = torch.randn(0, 6, requires_grad=True)
+    lp, ent = token_logps(h, w, None, torch.zeros(0, dtype=torch.long), 1.0, chunk=4)
+    assert lp.shape == ent.shape == (0,)
+    (lp.sum() + ent.sum()).backward()
+    assert w.grad is not None and torch.count_nonzero(w.grad) == 0
+    # and the non-empty path is unchanged by the early return: chunked equals one chunk
+    h = torch.randn(9, 6)
+    y = torch.randint(0, 11, (9,))
+    a, b = token_logps(h, w, None, y, 0.7, chunk=4), token_logps(h, w, None, y, 0.7, chunk=1024)
+    torch.testing.assert_close(a[0], b[0])
+    torch.testing.assert_close(a[1], b[1])
+
+
+def test_shared_prompt_pass_with_every_completion_masked(tiny_model, mini_data, tmp_path):
+    from trl.data_utils import apply_chat_template, prepare_multimodal_messages
+
+    tr = _trainer(tiny_model, mini_data, tmp_path)
+    proc = tr.processing_class
+    rows = _rows(mini_data, proc)[:1]
+    prompts = [prepare_multimodal_messages(r["prompt"], images=r["images"]) for r in rows for _ in range(2)]
+    images = [r["images"] for r in rows for _ in range(2)]
+    texts = [apply_chat_template({"prompt": p}, proc)["prompt"] for p in prompts]
+    enc = proc(images=images, text=texts, padding=True, return_tensors="pt")
+    comp = torch.randint(0, 500, (2, 5), generator=torch.Generator().manual_seed(0))
+    cmask = torch.zeros_like(comp)
+    ids = torch.cat([enc["input_ids"], comp], 1)
+    am = torch.cat([enc["attention_mask"], cmask], 1)
+    kw = dict(pixel_values=enc["pixel_values"], image_grid_thw=enc["image_grid_thw"], num_images=[len(i) for i in images],
+              mm_token_type_ids=torch.cat([enc["mm_token_type_ids"], torch.zeros_like(comp)], 1))
+    tr.model.train()
+    tr.shared_prefix = True
+    lp, ent, _ = tr._get_per_token_logps_and_entropies(tr.model, ids, am, comp.shape[1], compute_entropy=True, **kw)
+    assert lp.shape == ent.shape == comp.shape and (lp == 0).all() and (ent == 0).all()
+    (lp.sum() + ent.sum()).backward()

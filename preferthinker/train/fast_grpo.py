@@ -253,6 +253,8 @@ def token_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         ent = -(logp_all.exp() * logp_all).sum(-1) if want_entropy else torch.zeros_like(lp)
         return lp, ent
 
+    if hidden.shape[0] == 0:  # no completion token to score (e.g. every completion truncated and masked): empty,
+        return one(hidden, labels)  # still attached to the graph so the (zero) loss can be backpropagated
     lps, ents = [], []
     for i in range(0, hidden.shape[0], chunk):
         h, y = hidden[i:i + chunk], labels[i:i + chunk]
