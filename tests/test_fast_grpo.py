@@ -104,28 +104,34 @@ def test_plain_trainer_when_not_fast(tiny_model, mini_data, tmp_path):
     assert type(tr) is GRPOTrainer and tr.rollout_func is None
 
 
-@pytest.mark.parametrize("checkpointing", [False, True])
-def test_shared_prompt_logps_entropies_and_grads_equal_trl(tiny_model, mini_data, tmp_path, checkpointing):
-    """Same batch through FastGRPOTrainer's shared-prompt pass and through TRL's per-row pass (LoRA, two prompts of
-    different lengths x 2 completions, right-padded completions)."""
+def _batch(tr, mini_data, n_prompts, comp, cmask):
+    """n_prompts prompts x 2 completions (comp, cmask: [2 * n_prompts, C]) as the trainer's log-prob pass gets them."""
     from trl.data_utils import apply_chat_template, prepare_multimodal_messages
 
-    tr = _trainer(tiny_model, mini_data, tmp_path, peft=True, gradient_checkpointing=checkpointing)
     proc = tr.processing_class
-    rows = _rows(mini_data, proc)[:2]
+    rows = _rows(mini_data, proc)[:n_prompts]
     prompts = [prepare_multimodal_messages(r["prompt"], images=r["images"]) for r in rows for _ in range(2)]
     images = [r["images"] for r in rows for _ in range(2)]
     texts = [apply_chat_template({"prompt": p}, proc)["prompt"] for p in prompts]
     enc = proc(images=images, text=texts, padding=True, return_tensors="pt")
+    ids = torch.cat([enc["input_ids"], comp], 1)
+    am = torch.cat([enc["attention_mask"], cmask], 1)
+    kw = dict(pixel_values=enc["pixel_values"], image_grid_thw=enc["image_grid_thw"], num_images=[len(i) for i in images],
+              mm_token_type_ids=torch.cat([enc["mm_token_type_ids"], torch.zeros_like(comp)], 1))
+    return ids, am, kw
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_shared_prompt_logps_entropies_and_grads_equal_trl(tiny_model, mini_data, tmp_path, checkpointing):
+    """Same batch through FastGRPOTrainer's shared-prompt pass and through TRL's per-row pass (LoRA, two prompts of
+    different lengths x 2 completions, right-padded completions)."""
+    tr = _trainer(tiny_model, mini_data, tmp_path, peft=True, gradient_checkpointing=checkpointing)
     g = torch.Generator().manual_seed(0)
     comp = torch.randint(0, 500, (4, 7), generator=g)
     cmask = torch.ones_like(comp)
     cmask[1, 5:] = 0
     cmask[2, 3:] = 0
-    ids = torch.cat([enc["input_ids"], comp], 1)
-    am = torch.cat([enc["attention_mask"], cmask], 1)
-    kw = dict(pixel_values=enc["pixel_values"], image_grid_thw=enc["image_grid_thw"], num_images=[len(i) for i in images],
-              mm_token_type_ids=torch.cat([enc["mm_token_type_ids"], torch.zeros_like(comp)], 1))
+    ids, am, kw = _batch(tr, mini_data, 2, comp, cmask)
     tr.model.train()
     if checkpointing:  # the Trainer turns it on only in train(); do it here as it will be then
         tr.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -175,21 +181,10 @@ def test_token_logps_with_no_completion_token_is_empty_and_differentiable():
 
 
 def test_shared_prompt_pass_with_every_completion_masked(tiny_model, mini_data, tmp_path):
-    from trl.data_utils import apply_chat_template, prepare_multimodal_messages
-
     tr = _trainer(tiny_model, mini_data, tmp_path)
-    proc = tr.processing_class
-    rows = _rows(mini_data, proc)[:1]
-    prompts = [prepare_multimodal_messages(r["prompt"], images=r["images"]) for r in rows for _ in range(2)]
-    images = [r["images"] for r in rows for _ in range(2)]
-    texts = [apply_chat_template({"prompt": p}, proc)["prompt"] for p in prompts]
-    enc = proc(images=images, text=texts, padding=True, return_tensors="pt")
     comp = torch.randint(0, 500, (2, 5), generator=torch.Generator().manual_seed(0))
     cmask = torch.zeros_like(comp)
-    ids = torch.cat([enc["input_ids"], comp], 1)
-    am = torch.cat([enc["attention_mask"], cmask], 1)
-    kw = dict(pixel_values=enc["pixel_values"], image_grid_thw=enc["image_grid_thw"], num_images=[len(i) for i in images],
-              mm_token_type_ids=torch.cat([enc["mm_token_type_ids"], torch.zeros_like(comp)], 1))
+    ids, am, kw = _batch(tr, mini_data, 1, comp, cmask)
     tr.model.train()
     tr.shared_prefix = True
     lp, ent, _ = tr._get_per_token_logps_and_entropies(tr.model, ids, am, comp.shape[1], compute_entropy=True, **kw)
