@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from preferthinker.data.loading import ALIGN_PROMPT, alignment_target  # noqa: E402
+from preferthinker.data.loading import alignment_prompt, alignment_target  # noqa: E402
 from preferthinker.data.schema import default_image_root, load_bench, load_train_jsonl  # noqa: E402
 from preferthinker.profile import ELEMENTS  # noqa: E402
 from preferthinker.prompting import load_image, system_prompt  # noqa: E402
@@ -54,6 +54,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--vision-lr", type=float, default=None, help="learning rate of the vision tower (default: --lr)")
+    ap.add_argument("--first-only", default=None, help="an element (e.g. Detail) that the rows of the first --first-steps steps "
+                    "name alone (\"This image shows: Fine.\", as data.align_elements=[Detail]): a one-element curriculum before the "
+                    "five-term rows; with --steps 0, the element a checkpoint is measured on alone")
+    ap.add_argument("--first-steps", type=int, default=0)
     ap.add_argument("--vision-depth", type=int, default=2)
     ap.add_argument("--vision-hidden", type=int, default=64)
     ap.add_argument("--vision-mlp", type=int, default=0, help="ViT MLP width (0: 2x hidden)")
@@ -115,13 +120,13 @@ def main() -> None:
 
     tok = processor.tokenizer
 
-    def batch_of(items):
+    def batch_of(items, only=None):
         texts, images, targets = [], [], []
         for p, prof in items:
             msgs = [{"role": "system", "content": [{"type": "text", "text": system_prompt(a.system)}]}] if a.system else []
-            msgs += [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ALIGN_PROMPT}]}]
+            msgs += [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": alignment_prompt([only] if only else None)}]}]
             prompt = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-            target = alignment_target(prof) + "<|im_end|>"
+            target = alignment_target(prof, [only] if only else None) + "<|im_end|>"
             texts.append(prompt + target)
             targets.append(target)
             images.append(img(p))
@@ -136,18 +141,21 @@ def main() -> None:
         return enc, labels, spans
 
     tok.padding_side = "right"
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
+    vis = {id(p) for p in model.model.visual.parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in vis]},
+              {"params": list(model.model.visual.parameters()), "lr": a.vision_lr or a.lr}]
+    opt = torch.optim.AdamW(groups, lr=a.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, a.steps // 20)))
 
     # per-element token spans inside the target for teacher-forced accuracy
-    def element_acc(items) -> dict:
+    def element_acc(items, only=None) -> dict:
         model.eval()
         correct = {e: 0 for e in ELEMENTS}
         n = 0
         with torch.no_grad():
             for i in range(0, len(items), 64):
                 chunk = items[i:i + 64]
-                enc, labels, spans = batch_of(chunk)
+                enc, labels, spans = batch_of(chunk, only)
                 logits = model(**enc).logits
                 pred = logits[:, :-1].argmax(-1)
                 gold = enc["input_ids"][:, 1:]
@@ -156,25 +164,26 @@ def main() -> None:
                     # locate each term's tokens by re-tokenising prefixes of the target
                     head = "This image shows:"
                     pos = len(tok(head, add_special_tokens=False)["input_ids"])
-                    for k, el in enumerate(ELEMENTS):
-                        upto = head + " " + ", ".join(prof[x] for x in ELEMENTS[: k + 1])
+                    for k, el in enumerate([only] if only else ELEMENTS):
+                        upto = head + " " + (prof[only] if only else ", ".join(prof[x] for x in ELEMENTS[: k + 1]))
                         end = len(tok(upto, add_special_tokens=False)["input_ids"])
                         correct[el] += bool((pred[j, s + pos - 1:s + end - 1] == gold[j, s + pos - 1:s + end - 1]).all())
                         pos = end
                     n += 1
         model.train()
-        return {e: round(correct[e] / max(n, 1), 3) for e in ELEMENTS}
+        return {e: round(correct[e] / max(n, 1), 3) for e in ([only] if only else ELEMENTS)}
 
     print(f"params {n_params:,} (vision {n_vis:,}); train images {len(train_items)}, eval images {len(eval_items)}", flush=True)
     t0 = time.time()
     curve = []
     if a.steps == 0:
-        curve.append({"step": 0, "train_s": 0.0, **element_acc(eval_items)})
+        curve.append({"step": 0, "train_s": 0.0, **element_acc(eval_items, a.first_only)})
         print(json.dumps(curve[-1]), flush=True)
     rng = random.Random(a.seed)
     for step in range(1, a.steps + 1):
         chunk = rng.sample(train_items, a.batch)
-        enc, labels, _ = batch_of(chunk)
+        only = a.first_only if step <= a.first_steps else None
+        enc, labels, _ = batch_of(chunk, only)
         loss = model(**enc, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -183,7 +192,7 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         if step % a.eval_every == 0 or step == a.steps:
             train_s = time.time() - t0
-            acc = element_acc(eval_items)
+            acc = element_acc(eval_items, only)
             t0 += time.time() - t0 - train_s  # do not count eval time
             curve.append({"step": step, "train_s": round(train_s, 1), "loss": round(loss.item(), 4), **acc})
             print(json.dumps(curve[-1]), flush=True)

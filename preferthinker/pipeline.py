@@ -16,7 +16,7 @@ from preferthinker.data.synthetic.render import MAX_SIZE
 from preferthinker.runtime import ConfigError, check, setup_run, write_json
 
 log = logging.getLogger("preferthinker.pipeline")
-STAGES = ("data", "align", "checks", "sft", "sft2", "grpo_rl", "grpo_pr", "eval")
+STAGES = ("data", "align_detail", "align", "checks", "sft", "sft2", "grpo_rl", "grpo_pr", "eval")
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
@@ -78,7 +78,7 @@ def run(cfg: DictConfig) -> dict:
     if "data" not in cfg.stages or not list(cfg.make_data):
         _check_data_size(Path(str(cfg.data_dir)), size)
     run_dir = setup_run(cfg, "pipeline")
-    d = {name: run_dir / name for name in ("align", "checks", "sft", "sft2", "grpo_rl", "grpo_pr", "eval")}
+    d = {name: run_dir / name for name in ("align_detail", "align", "checks", "sft", "sft2", "grpo_rl", "grpo_pr", "eval")}
     # every model stage reads images at the side the data was rendered at (model.min/max_pixels = side^2)
     pixels = [f"model.min_pixels={size * size}", f"model.max_pixels={size * size}"] if size else []
     data = [f"data.root={cfg.data_dir}", *pixels]
@@ -86,7 +86,7 @@ def run(cfg: DictConfig) -> dict:
 
     def start_of(stage: str) -> Path:
         """The checkpoint a pre-training stage starts from: the final/ of the last listed one before it, else the tiny model."""
-        before = [s for s in ("align", "checks") if s in cfg.stages and STAGES.index(s) < STAGES.index(stage)]
+        before = [s for s in ("align_detail", "align", "checks") if s in cfg.stages and STAGES.index(s) < STAGES.index(stage)]
         return d[before[-1]] / "final" if before else Path(str(cfg.tiny_model))
 
     def sft_final() -> Path:
@@ -106,8 +106,11 @@ def run(cfg: DictConfig) -> dict:
                 log.info("data already made in %s: skipped (delete it or pass make_data=[...] to remake)", cfg.data_dir)
                 continue
             _call("make_data.py", [f"out_dir={cfg.data_dir}", *([f"image_size={size}"] if size else []), *cfg.make_data])
+        elif stage == "align_detail":  # one-element vision curriculum (single image -> its Detail term) before align
+            _call("train_sft.py", [f"run_dir={d['align_detail']}", *data, f"model.path={cfg.tiny_model}", "task_name=align_detail",
+                                   "data.align_schedule=only", "data.val_samples=0", "data.align_elements=[Detail]", *cfg.align_detail])
         elif stage == "align":  # vision alignment (single image -> its five terms) before the CoT SFT
-            _call("train_sft.py", [f"run_dir={d['align']}", *data, f"model.path={cfg.tiny_model}", "task_name=align",
+            _call("train_sft.py", [f"run_dir={d['align']}", *data, f"model.path={start_of(stage)}", "task_name=align",
                                    "data.align_schedule=only", "data.val_samples=0", *cfg.align])
         elif stage == "checks":  # text-only drill of the matching step (section notes -> yes/no -> scores)
             _call("train_sft.py", [f"run_dir={d['checks']}", *data, f"model.path={start_of(stage)}", "task_name=checks",

@@ -69,3 +69,27 @@ def test_score_consistency_counts_totals_and_counterfactual_sums(tmp_path):
     assert r["own + true Detail"] == 100.0  # row 2: 13 vs 11 -> A right; row 1: 21 vs 9 right; row 3 right
     assert sc.main([str(folder), "--subsets", "SP_ID", "--json", str(tmp_path / "o.json")]) == 0
     assert json.loads((tmp_path / "o.json").read_text())[0]["totals_right"] == 2
+
+
+def test_vit_probe_trains_the_vision_tower_alone_and_reports_each_element(tmp_path):
+    """benchmarks/vit_probe.py on a tiny synthetic dataset: per-element held-out accuracy after a few steps, one
+    evaluation per --eval-every, chance beside it; a name that is not an element is refused before any work."""
+    from preferthinker.data.synthetic.splits import make_dataset
+    from preferthinker.profile import ELEMENTS
+
+    data = tmp_path / "d"
+    make_dataset({"out_dir": str(data), "seed": 3, "image_size": 56, "workers": 1, "progress": False, "contact_sheets": False,
+                  "users": {"train_sft": 8, "train_grpo": 2, "SP_ID": 4, "SP_OD": 2, "MP_ID": 2, "MP_OD": 2}})
+    script = str(REPO / "benchmarks" / "vit_probe.py")
+    out = subprocess.run([sys.executable, script, "--data", str(data), "--steps", "4", "--batch", "4", "--eval-every", "2",
+                          "--first-only", "Detail", "--first-steps", "2", "--threads", "1", "--json", str(tmp_path / "p.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads((tmp_path / "p.json").read_text())
+    assert [c["step"] for c in res["curve"]] == [2, 4]
+    for c in res["curve"]:
+        assert set(ELEMENTS) <= set(c) and all(0.0 <= c[e] <= 1.0 for e in ELEMENTS)
+    assert res["chance"]["Color"] == round(1 / 8, 3) and res["chance"]["Detail"] == round(1 / 6, 3)
+    bad = subprocess.run([sys.executable, script, "--data", str(data), "--elements", "Detail,Brushwork"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode != 0 and "Brushwork" in bad.stderr

@@ -97,6 +97,55 @@ def test_sft_run_trains_saves_and_reloads(mini_data, tiny_model, tmp_path):
         assert (tmp_path / "run" / f).is_file(), f
 
 
+def test_vision_learning_rate_trains_the_vision_tower_at_its_own_rate(mini_data, tiny_model, tmp_path):
+    """vision_learning_rate puts patch embedding, ViT blocks and merger in optimizer groups of their own: at 1e-9
+    against 1e-2 for the rest, three Adam steps leave the vision tower where it was and move the language model."""
+    from transformers import AutoModelForImageTextToText
+
+    from preferthinker.train.sft import is_vision_parameter, run
+
+    over = {"trainer.max_steps": 3, "trainer.save_strategy": "no", "trainer.learning_rate": 1e-2, "trainer.warmup_steps": 0,
+            "trainer.lr_scheduler_type": "constant", "vision_learning_rate": 1e-9}
+    run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "run", **over)))
+    trained = dict(AutoModelForImageTextToText.from_pretrained(tmp_path / "run" / "final").named_parameters())
+    base = dict(AutoModelForImageTextToText.from_pretrained(tiny_model).named_parameters())
+    shift = {n: (trained[n] - base[n]).abs().max().item() for n in base}
+    vision = [n for n in shift if is_vision_parameter(n)]
+    assert len(vision) > 10 and {n.split(".visual.")[-1].split(".")[0] for n in vision} >= {"patch_embed", "blocks", "merger"}
+    assert max(shift[n] for n in vision) < 1e-7
+    assert max(shift[n] for n in shift if n not in vision) > 1e-3
+    with pytest.raises(ConfigError, match="vision_learning_rate"):
+        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad", vision_learning_rate=-1)))
+    with pytest.raises(ConfigError, match="vision_learning_rate"):
+        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad2", vision_learning_rate=1e-3, **{"model.freeze_vision": True})))
+
+
+def test_alignment_rows_can_name_chosen_elements_only(mini_data):
+    """data.align_elements=[Detail]: each single-image row asks for the Detail alone and its target is that image's
+    Detail term; the default rows name all five terms; an unknown element is refused."""
+    from preferthinker.data.loading import ALIGN_PROMPT, PromptSpec, build_alignment_examples
+    from preferthinker.data.schema import load_train_jsonl
+    from preferthinker.profile import ELEMENTS
+
+    recs = load_train_jsonl(mini_data / "train" / "sft.jsonl")[:3]
+    spec = PromptSpec(style="compact", system="compact", min_pixels=3136, max_pixels=3136)
+    root = mini_data / "train" / "images"
+    five = build_alignment_examples(recs, root, spec, per_record=2, seed=0)
+    one = build_alignment_examples(recs, root, spec, per_record=2, seed=0, elements=["Detail"])
+    assert len(one) == len(five) == 6
+    for a, b, rec in zip(five, one, [r for r in recs for _ in range(2)], strict=True):
+        assert a["prompt"][-1]["content"][1]["text"] == ALIGN_PROMPT
+        assert b["prompt"][-1]["content"][1]["text"] == "Describe the Detail of this image."
+        truth = a["completion"][0]["content"][0]["text"].removeprefix("This image shows: ").removesuffix(".").split(", ")
+        assert len(truth) == len(ELEMENTS)
+        assert b["completion"][0]["content"][0]["text"] == f"This image shows: {truth[ELEMENTS.index('Detail')]}."
+        assert truth[ELEMENTS.index("Detail")] in {p["Detail"] for p in (rec.extra["true_profile_a"], rec.extra["true_profile_b"],
+                                                                      *rec.extra["reference_profiles"]["preferred"],
+                                                                      *rec.extra["reference_profiles"]["non_preferred"])}
+    with pytest.raises(ValueError, match="Brushwork"):
+        build_alignment_examples(recs, root, spec, elements=["Brushwork"])
+
+
 def _sft_cmd(mini_data, tiny_model, run_dir, *extra, launcher=None):
     over = train_overrides(mini_data, tiny_model, run_dir, **{"trainer.max_steps": 6, "trainer.save_steps": 2, "trainer.save_total_limit": 5})
     return (launcher or [sys.executable]) + [str(REPO / "scripts" / "train_sft.py"), *over, *extra]
@@ -140,6 +189,8 @@ def test_alignment_stage_and_curriculum(mini_data, tiny_model, tmp_path):
         run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad3", **{"data.check_per_record": -1})))
     with pytest.raises(ConfigError, match="data.check_candidates"):
         run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad4", **{"data.check_candidates": "random"})))
+    with pytest.raises(ConfigError, match="data.align_elements"):
+        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad", **{"data.align_elements": "[Brushwork]"})))
     with pytest.raises(ConfigError, match="data.align_schedule"):
         run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad2", **{"data.align_schedule": "later"})))
 

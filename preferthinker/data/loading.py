@@ -151,11 +151,18 @@ def build_examples(
 ALIGN_PROMPT = "Describe the visual profile of this image."
 
 
-def alignment_target(profile: dict) -> str:
-    """The target of an alignment row, worded like the teacher's candidate description ("Image A shows: ...")."""
+def alignment_target(profile: dict, elements: Sequence[str] | None = None) -> str:
+    """The target of an alignment row, worded like the teacher's candidate description ("Image A shows: ...");
+    with ``elements``, only their terms, in that order ("This image shows: Fine.")."""
     from preferthinker.profile import terms_phrase
 
-    return f"This image shows: {terms_phrase(profile)}."
+    body = ", ".join(profile[e] for e in elements) if elements else terms_phrase(profile)
+    return f"This image shows: {body}."
+
+
+def alignment_prompt(elements: Sequence[str] | None = None) -> str:
+    """The instruction of an alignment row: ALIGN_PROMPT for all five elements, else one naming the asked ones."""
+    return f"Describe the {' and '.join(elements)} of this image." if elements else ALIGN_PROMPT
 
 
 def _system_messages(spec: PromptSpec) -> list[dict]:
@@ -165,8 +172,10 @@ def _system_messages(spec: PromptSpec) -> list[dict]:
 
 
 def build_alignment_examples(records: Sequence[PreferenceRecord], image_root: Path, spec: PromptSpec, *, per_record: int = 4,
-                             seed: int = 0) -> list[dict]:
-    """Single-image "describe this image" rows: image -> its five terms ("This image shows: ...").
+                             seed: int = 0, elements: Sequence[str] | None = None) -> list[dict]:
+    """Single-image "describe this image" rows: image -> its five terms ("This image shows: ..."), or with
+    ``elements`` only theirs ("Describe the Detail of this image." -> "This image shows: Fine."): a
+    one-element curriculum for a feature the five-term rows do not teach a from-scratch ViT (docs/results.md).
 
     A vision-alignment signal mixed into SFT (the role LLaVA's stage-1 captioning plays): the CoT target
     names each element only a few times per 12-image sample, which is too weak a signal for a vision tower
@@ -176,6 +185,12 @@ def build_alignment_examples(records: Sequence[PreferenceRecord], image_root: Pa
     """
     import random
 
+    from preferthinker.profile import ELEMENTS
+
+    unknown = [e for e in elements or () if e not in ELEMENTS]
+    if unknown:
+        raise ValueError(f"alignment elements {unknown} are not profile elements; choose from {list(ELEMENTS)}")
+    instruction = alignment_prompt(elements)
     rng = random.Random(seed)
     rows: list[dict] = []
     for rec in records:
@@ -193,8 +208,8 @@ def build_alignment_examples(records: Sequence[PreferenceRecord], image_root: Pa
                 img = load_image(resolve_image(image_root, rel), spec.min_pixels, spec.max_pixels, what=rel)
             except (ImageLoadError, SchemaError):
                 continue
-            prompt = _system_messages(spec) + [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ALIGN_PROMPT}]}]
-            rows.append({"prompt": prompt, "completion": [assistant_message(alignment_target(prof))], "images": [img]})
+            prompt = _system_messages(spec) + [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
+            rows.append({"prompt": prompt, "completion": [assistant_message(alignment_target(prof, elements))], "images": [img]})
     return rows
 
 

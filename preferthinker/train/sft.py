@@ -46,6 +46,16 @@ def validate_common(cfg: DictConfig) -> None:
     t = cfg.trainer
     check(int(t.per_device_train_batch_size) >= 1, "trainer.per_device_train_batch_size", t.per_device_train_batch_size, "use >= 1")
     check(float(t.learning_rate) > 0, "trainer.learning_rate", t.learning_rate, "use a positive learning rate")
+    if cfg.get("vision_learning_rate") is not None:
+        vlr = cfg.vision_learning_rate
+        try:
+            ok = not isinstance(vlr, bool) and float(vlr) > 0
+        except (TypeError, ValueError):
+            ok = False
+        check(ok, "vision_learning_rate", vlr,
+              "use a positive learning rate for the vision tower, or null for trainer.learning_rate")
+        check(not cfg.model.get("freeze_vision"), "vision_learning_rate", vlr,
+              "model.freeze_vision=true leaves the vision tower untrained; drop one of the two")
     check(str(cfg.data.get("align_schedule") or "mixed") in ("mixed", "first", "only"), "data.align_schedule", cfg.data.get("align_schedule"),
           "choose mixed (auxiliary rows shuffled among the CoT rows), first (all auxiliary rows, then the CoT rows) or only "
           "(auxiliary rows alone: a vision-alignment or check-drill stage)")
@@ -54,6 +64,12 @@ def validate_common(cfg: DictConfig) -> None:
     check(0 <= n_check <= 64, "data.check_per_record", n_check, "use 0..64 check rows per record (a response has 5 sections)")
     check(str(cfg.data.get("check_candidates") or "data") in ("data", "uniform"), "data.check_candidates", cfg.data.get("check_candidates"),
           "choose data (sections of the records' own responses) or uniform (candidate terms drawn uniformly)")
+    elements = cfg.data.get("align_elements")
+    if elements is not None:
+        from preferthinker.profile import ELEMENTS
+
+        check(OmegaConf.is_list(elements) and len(elements) > 0 and all(e in ELEMENTS for e in elements), "data.align_elements",
+              elements, f"use null (all five) or a list of profile elements, e.g. [Detail]; choose from {list(ELEMENTS)}")
     n_read = int(cfg.data.get("read_per_record") or 0)
     check(n_read in (0, 1, 2), "data.read_per_record", cfg.data.get("read_per_record"),
           "use 0 (off), 1 (one candidate-reading row per record) or 2 (also with the candidates swapped)")
@@ -191,6 +207,46 @@ def peft_config(cfg: DictConfig):
 
     p = cfg.peft
     return lora_config(r=int(p.r), alpha=int(p.alpha), dropout=float(p.dropout), target_modules=list(p.target_modules), include_vision=bool(p.include_vision))
+
+
+def is_vision_parameter(name: str) -> bool:
+    """Qwen2.5-VL's vision tower (patch embedding, ViT blocks, merger): ``model.visual.*``, also under a PEFT wrapper."""
+    return "visual" in name.split(".")
+
+
+def set_vision_learning_rate(optimizer: Any, model: Any, lr: float) -> int:
+    """Move the vision tower's parameters of a freshly built optimizer into groups of their own at ``lr``
+    (same weight decay as the group they leave); the scheduler, built afterwards, scales every group alike.
+    Returns how many parameter tensors moved."""
+    vision = {id(p) for n, p in model.named_parameters() if is_vision_parameter(n)}
+    moved = 0
+    for group in list(optimizer.param_groups):
+        mine = [p for p in group["params"] if id(p) in vision]
+        if not mine:
+            continue
+        group["params"] = [p for p in group["params"] if id(p) not in vision]
+        optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"}, "params": mine, "lr": lr})
+        moved += len(mine)
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+    return moved
+
+
+def with_vision_learning_rate(trainer_cls: type, lr: float | None) -> type:
+    """``trainer_cls`` unchanged when ``lr`` is None, else a subclass whose optimizer trains the vision tower at ``lr``."""
+    if lr is None:
+        return trainer_cls
+
+    class VisionLRTrainer(trainer_cls):
+        def create_optimizer(self, model=None):
+            fresh = self.optimizer is None
+            optimizer = super().create_optimizer(model)
+            if fresh:
+                n = set_vision_learning_rate(optimizer, self.model if model is None else model, lr)
+                log.info("vision tower: %d parameter tensors at learning rate %g (the rest at %g)", n, lr, self.args.learning_rate)
+            return optimizer
+
+    VisionLRTrainer.__name__ = f"VisionLR{trainer_cls.__name__}"
+    return VisionLRTrainer
 
 
 def save_final(trainer: Any, processor: Any, cfg: DictConfig, run_dir: Path) -> Path:
@@ -353,7 +409,9 @@ def run(cfg: DictConfig) -> dict:
     schedule = str(cfg.data.get("align_schedule") or "mixed")
     aux: list[dict] = []
     if int(cfg.data.get("align_per_record") or 0) > 0:  # vision-alignment rows (see build_alignment_examples)
-        aux += build_alignment_examples(train_recs, image_root, spec, per_record=int(cfg.data.align_per_record), seed=int(cfg.seed))
+        elements = cfg.data.get("align_elements")
+        aux += build_alignment_examples(train_recs, image_root, spec, per_record=int(cfg.data.align_per_record), seed=int(cfg.seed),
+                                        elements=list(elements) if elements else None)
     n_align = len(aux)
     if int(cfg.data.get("check_per_record") or 0) > 0:  # text-only matching drill rows (see build_check_examples)
         aux += build_check_examples(train_recs, spec, per_record=int(cfg.data.check_per_record), seed=int(cfg.seed),
@@ -404,8 +462,10 @@ def run(cfg: DictConfig) -> dict:
         kw.setdefault("eval_steps", kw.get("save_steps", 100))
         kw.setdefault("per_device_eval_batch_size", kw["per_device_train_batch_size"])
     args = make_args(SFTConfig, kw)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds, processing_class=processor,
-                         peft_config=peft_config(cfg), callbacks=fault_injection_callbacks())
+    vision_lr = cfg.get("vision_learning_rate")
+    trainer = with_vision_learning_rate(SFTTrainer, None if vision_lr is None else float(vision_lr))(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds, processing_class=processor,
+        peft_config=peft_config(cfg), callbacks=fault_injection_callbacks())
     log.info("trainable parameters: %s", f"{count_parameters(trainer.model)['trainable']:,}")
 
     # 5. train (resume continues with the same data order: the trainer skips the consumed batches)
