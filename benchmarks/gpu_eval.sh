@@ -10,11 +10,7 @@ set -uo pipefail
 PAIRS=${1:-16}
 NEW=${2:-256}
 BATCH=${3:-8}
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-export PYTHONPATH=/tmp/site:$PWD${EXTRA_PYTHONPATH:+:$EXTRA_PYTHONPATH} HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-t0=$(date +%s)
-say() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"   # $OUT, PYTHONPATH, say
 python3 scripts/make_data.py out_dir=/tmp/syn448 run_dir=/tmp/syn448_run image_size=448 users.train_sft=16 users.train_grpo=2 \
   users.SP_ID=$PAIRS users.SP_OD=1 users.MP_ID=1 users.MP_OD=1 contact_sheets=false progress=false workers=8 > "$OUT/make_data.log" 2>&1 \
   || { tail -20 "$OUT/make_data.log"; exit 1; }

@@ -6,11 +6,7 @@
 #   bash benchmarks/gpu_match_sweep.sh [STEPS=2000]   -> $OUT/sweep_<name>.json
 set -uo pipefail
 STEPS=${1:-2000}
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-t0=$(date +%s)
-say() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"   # $OUT, PYTHONPATH, say
 python3 scripts/make_data.py out_dir=/tmp/syn run_dir=/tmp/syn_run describe_candidates=sections workers=12 users.SP_ID=10 \
   users.SP_OD=10 users.MP_ID=10 users.MP_OD=10 contact_sheets=false progress=false > "$OUT/make_data.log" 2>&1 || { tail -20 "$OUT/make_data.log"; exit 1; }
 say "data made"

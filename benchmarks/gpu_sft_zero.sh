@@ -7,13 +7,10 @@
 #   bash benchmarks/gpu_sft_zero.sh [STEPS]        -> $OUT/sft_zero2.json, $OUT/sft_zero3.json
 set -uo pipefail
 STEPS=${1:-8}
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-t0=$(date +%s)
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"   # $OUT, PYTHONPATH, say
 python3 scripts/make_data.py out_dir=/tmp/syn448 run_dir=/tmp/syn448_run image_size=448 users.train_sft=48 users.train_grpo=4 \
   users.SP_ID=2 users.SP_OD=2 users.MP_ID=2 users.MP_OD=2 contact_sheets=false progress=false workers=8 > "$OUT/make_data.log" 2>&1 || { tail -20 "$OUT/make_data.log"; exit 1; }
-echo "[$(( $(date +%s) - t0 ))s] data made"
+say "data made"
 python3 - <<'PY' || exit 1
 from preferthinker.modeling import build_tiny_model
 from preferthinker.data.loading import PromptSpec, corpus_for_tokenizer
@@ -22,12 +19,12 @@ recs = load_train_jsonl("/tmp/syn448/train/sft.jsonl")
 build_tiny_model("/tmp/tinyproc", corpus_for_tokenizer(recs, PromptSpec(style="compact", system="compact")), min_pixels=3136, max_pixels=448 * 448)
 PY
 python3 benchmarks/make_shaped_checkpoint.py --processor-from /tmp/tinyproc --out /tmp/qwen7b --shape 7b || exit 1
-echo "[$(( $(date +%s) - t0 ))s] 7B-shaped checkpoint written"
+say "7B-shaped checkpoint written"
 for Z in zero2 zero3; do
   timeout 240 python3 -m torch.distributed.run --nproc_per_node 1 --master_port 29601 scripts/train_sft.py model=qwen2_5_vl_7b model.path=/tmp/qwen7b \
     model.max_pixels=200704 data.root=/tmp/syn448 data.val_samples=0 data.align_per_record=0 deepspeed=$Z peft=lora logger=none \
     trainer.max_steps=$STEPS trainer.per_device_train_batch_size=2 trainer.gradient_checkpointing=true trainer.save_strategy=no \
     trainer.learning_rate=1e-4 trainer.logging_steps=1 merge_lora=false run_dir=/tmp/run_$Z > "$OUT/sft_$Z.log" 2>&1
-  echo "[$(( $(date +%s) - t0 ))s] $Z exit $?"; tail -3 "$OUT/sft_$Z.log"
+  say "$Z exit $?"; tail -3 "$OUT/sft_$Z.log"
   cp /tmp/run_$Z/results.json "$OUT/sft_$Z.json" 2>/dev/null && cat "$OUT/sft_$Z.json"
 done

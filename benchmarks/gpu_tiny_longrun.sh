@@ -11,11 +11,7 @@
 set -uo pipefail
 STEPS=${1:-4000}
 EPOCHS=${2:-3}
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false TRL_EXPERIMENTAL_SILENCE=1
-t0=$(date +%s)
-say() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"   # $OUT, PYTHONPATH, say
 for FMT in terms sections; do
   python3 scripts/make_data.py out_dir=/tmp/syn_$FMT run_dir=/tmp/syn_${FMT}_run describe_candidates=$FMT workers=12 \
     contact_sheets=false progress=false > "$OUT/make_data_$FMT.log" 2>&1 || { tail -20 "$OUT/make_data_$FMT.log"; exit 1; }

@@ -18,11 +18,7 @@ set -uo pipefail
 EA=${1:-2}
 EB=${2:-3}
 TRAIN_S=${3:-450}
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false TRL_EXPERIMENTAL_SILENCE=1
-t0=$(date +%s)
-say() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"   # $OUT, PYTHONPATH, say
 D=/tmp/syn112
 python3 scripts/make_data.py out_dir=$D run_dir=/tmp/syn112_run image_size=112 workers=12 contact_sheets=false progress=false \
   > "$OUT/make_data.log" 2>&1 || { tail -20 "$OUT/make_data.log"; exit 1; }

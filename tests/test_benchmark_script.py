@@ -93,3 +93,21 @@ def test_vit_probe_trains_the_vision_tower_alone_and_reports_each_element(tmp_pa
     bad = subprocess.run([sys.executable, script, "--data", str(data), "--elements", "Detail,Brushwork"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode != 0 and "Brushwork" in bad.stderr
+
+
+def test_gpu_shell_scripts_parse_and_share_one_environment(tmp_path):
+    """The device scripts cannot run here; check they parse and that the shared prologue sets what they use."""
+    scripts = sorted(p for p in (REPO / "benchmarks").glob("gpu_*.sh") if p.name != "gpu_env.sh")
+    assert scripts
+    for script in scripts:
+        proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert proc.returncode == 0, (script.name, proc.stderr)
+        assert 'source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"' in script.read_text(), script.name
+    probe = tmp_path / "probe.sh"
+    probe.write_text(f'set -u\nsource {REPO / "benchmarks" / "gpu_env.sh"}\nsay "out=$OUT path=$PYTHONPATH offline=$HF_HUB_OFFLINE"\n')
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "EXTRA_PYTHONPATH": "/extra"}
+    proc = subprocess.run(["bash", str(probe)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    stamp, said = proc.stdout.strip().split(" ", 1)
+    assert stamp in ("[0s]", "[1s]") and said == f"out={tmp_path / 'out'} path=/tmp/site:{tmp_path}:/extra offline=1"
+    assert (tmp_path / "out").is_dir()

@@ -16,7 +16,6 @@ format rate, pref_profile / nonpref_profile = profile similarity), `reward`, `re
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -24,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from preferthinker.data.loading import PromptSpec, build_examples, image_root_for
 from preferthinker.data.schema import load_train_jsonl
 from preferthinker.runtime import ConfigError, check, is_main_process, setup_run, write_json
-from preferthinker.train.sft import distributed_report, restore_checkpoint_weights, fault_injection_callbacks, make_args, peft_config, plot_curves, resume_target, save_final, trainer_kwargs, validate_common
+from preferthinker.train.sft import distributed_report, fault_injection_callbacks, make_args, peft_config, plot_curves, save_final, train_with_resume, trainer_kwargs, validate_common
 
 log = logging.getLogger("preferthinker.grpo")
 
@@ -111,14 +110,7 @@ def run(cfg: DictConfig) -> dict:
                                 train_dataset=train_ds, processing_class=processor, peft_config=peft_config(cfg),
                                 callbacks=fault_injection_callbacks())
 
-    resume = resume_target(cfg, Path(args.output_dir))
-    if resume:
-        log.info("resuming from %s", resume)
-        if not cfg.deepspeed.enabled:
-            restore_checkpoint_weights(trainer.model, resume)
-    t0 = time.time()
-    out = trainer.train(resume_from_checkpoint=resume)
-    wall = time.time() - t0
+    out, wall = train_with_resume(trainer, cfg)
 
     # 6. outputs
     dist_info = distributed_report(trainer.model)

@@ -129,6 +129,22 @@ def resume_target(cfg: DictConfig, output_dir: Path) -> str | None:
     return str(cfg.resume)
 
 
+def train_with_resume(trainer: Any, cfg: DictConfig) -> tuple[Any, float]:
+    """``trainer.train()``, continuing from ``cfg.resume`` (``auto`` = the newest checkpoint in the output dir).
+
+    The Trainer then skips the batches already consumed, so a resumed run sees the same data order.
+    Returns the train output and the wall time of the call in seconds.
+    """
+    resume = resume_target(cfg, Path(trainer.args.output_dir))
+    if resume:
+        log.info("resuming from %s", resume)
+        if not cfg.deepspeed.enabled:
+            restore_checkpoint_weights(trainer.model, resume)
+    t0 = time.time()
+    out = trainer.train(resume_from_checkpoint=resume)
+    return out, time.time() - t0
+
+
 def restore_checkpoint_weights(model: Any, checkpoint: str) -> None:
     """Load a checkpoint's full weights into ``model`` before ``trainer.train(resume_from_checkpoint=...)``.
 
@@ -468,15 +484,8 @@ def run(cfg: DictConfig) -> dict:
         peft_config=peft_config(cfg), callbacks=fault_injection_callbacks())
     log.info("trainable parameters: %s", f"{count_parameters(trainer.model)['trainable']:,}")
 
-    # 5. train (resume continues with the same data order: the trainer skips the consumed batches)
-    resume = resume_target(cfg, Path(args.output_dir))
-    if resume:
-        log.info("resuming from %s", resume)
-        if not cfg.deepspeed.enabled:
-            restore_checkpoint_weights(trainer.model, resume)
-    t0 = time.time()
-    out = trainer.train(resume_from_checkpoint=resume)
-    wall = time.time() - t0
+    # 5. train (a resumed run continues with the same data order)
+    out, wall = train_with_resume(trainer, cfg)
 
     # 6. outputs
     dist_info = distributed_report(trainer.model)
