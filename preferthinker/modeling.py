@@ -327,7 +327,6 @@ def build_tiny_model(
     Returns:
         ``out_dir`` as a ``Path``.
     """
-    import torch
     from transformers import (
         GenerationConfig,
         Qwen2_5_VLConfig,

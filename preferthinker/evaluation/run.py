@@ -33,7 +33,7 @@ from preferthinker.data.loading import PromptSpec, sample_inputs
 from preferthinker.data.schema import PreferenceRecord, SchemaError, default_image_root, load_bench, subset_paths
 from preferthinker.prompting import ImageLoadError
 from preferthinker.response import NONPREF_TAG, PREF_TAG, parse_response, render_profile_block
-from preferthinker.runtime import ConfigError, check, is_main_process, rank, setup_run, world_size, write_json
+from preferthinker.runtime import ConfigError, check, is_main_process, rank, setup_run, world_size
 
 log = logging.getLogger("preferthinker.eval")
 

@@ -110,7 +110,7 @@ def run(cfg: DictConfig) -> dict:
                                 train_dataset=train_ds, processing_class=processor, peft_config=peft_config(cfg),
                                 callbacks=fault_injection_callbacks())
 
-    out, wall = train_with_resume(trainer, cfg)
+    out, wall, resume = train_with_resume(trainer, cfg)
 
     # 6. outputs
     dist_info = distributed_report(trainer.model)

@@ -129,11 +129,11 @@ def resume_target(cfg: DictConfig, output_dir: Path) -> str | None:
     return str(cfg.resume)
 
 
-def train_with_resume(trainer: Any, cfg: DictConfig) -> tuple[Any, float]:
+def train_with_resume(trainer: Any, cfg: DictConfig) -> tuple[Any, float, str | None]:
     """``trainer.train()``, continuing from ``cfg.resume`` (``auto`` = the newest checkpoint in the output dir).
 
     The Trainer then skips the batches already consumed, so a resumed run sees the same data order.
-    Returns the train output and the wall time of the call in seconds.
+    Returns the train output, the wall time of the call in seconds and the checkpoint resumed from (or None).
     """
     resume = resume_target(cfg, Path(trainer.args.output_dir))
     if resume:
@@ -142,7 +142,7 @@ def train_with_resume(trainer: Any, cfg: DictConfig) -> tuple[Any, float]:
             restore_checkpoint_weights(trainer.model, resume)
     t0 = time.time()
     out = trainer.train(resume_from_checkpoint=resume)
-    return out, time.time() - t0
+    return out, time.time() - t0, resume
 
 
 def restore_checkpoint_weights(model: Any, checkpoint: str) -> None:
@@ -485,7 +485,7 @@ def run(cfg: DictConfig) -> dict:
     log.info("trainable parameters: %s", f"{count_parameters(trainer.model)['trainable']:,}")
 
     # 5. train (a resumed run continues with the same data order)
-    out, wall = train_with_resume(trainer, cfg)
+    out, wall, resume = train_with_resume(trainer, cfg)
 
     # 6. outputs
     dist_info = distributed_report(trainer.model)
