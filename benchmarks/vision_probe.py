@@ -55,9 +55,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--vision-lr", type=float, default=None, help="learning rate of the vision tower (default: --lr)")
-    ap.add_argument("--first-only", default=None, help="an element (e.g. Detail) that the rows of the first --first-steps steps "
-                    "name alone (\"This image shows: Fine.\", as data.align_elements=[Detail]): a one-element curriculum before the "
-                    "five-term rows; with --steps 0, the element a checkpoint is measured on alone")
+    ap.add_argument("--first-only", default=None, help="comma-separated elements (e.g. Detail or \"Art Styles,Detail\") that the "
+                    "rows of the first --first-steps steps name alone (\"This image shows: Fine.\", as data.align_elements=[Detail]): "
+                    "a curriculum before the five-term rows; with --steps 0, the elements a checkpoint is measured on alone")
     ap.add_argument("--first-steps", type=int, default=0)
     ap.add_argument("--vision-depth", type=int, default=2)
     ap.add_argument("--vision-hidden", type=int, default=64)
@@ -75,6 +75,10 @@ def main() -> None:
                     "default: none for a fresh model, compact with --init, as the SFT alignment rows)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    first = [e.strip() for e in (a.first_only or "").split(",") if e.strip()] or None
+    bad = [e for e in first or () if e not in ELEMENTS]
+    if bad:
+        ap.error(f"--first-only: {bad} are not profile elements; choose from {list(ELEMENTS)}")
     if a.system is None:
         a.system = "compact" if a.init else ""
     if a.threads:
@@ -124,9 +128,9 @@ def main() -> None:
         texts, images, targets = [], [], []
         for p, prof in items:
             msgs = [{"role": "system", "content": [{"type": "text", "text": system_prompt(a.system)}]}] if a.system else []
-            msgs += [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": alignment_prompt([only] if only else None)}]}]
+            msgs += [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": alignment_prompt(only)}]}]
             prompt = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-            target = alignment_target(prof, [only] if only else None) + "<|im_end|>"
+            target = alignment_target(prof, only) + "<|im_end|>"
             texts.append(prompt + target)
             targets.append(target)
             images.append(img(p))
@@ -164,25 +168,26 @@ def main() -> None:
                     # locate each term's tokens by re-tokenising prefixes of the target
                     head = "This image shows:"
                     pos = len(tok(head, add_special_tokens=False)["input_ids"])
-                    for k, el in enumerate([only] if only else ELEMENTS):
-                        upto = head + " " + (prof[only] if only else ", ".join(prof[x] for x in ELEMENTS[: k + 1]))
+                    asked = only or ELEMENTS
+                    for k, el in enumerate(asked):
+                        upto = head + " " + ", ".join(prof[x] for x in asked[: k + 1])
                         end = len(tok(upto, add_special_tokens=False)["input_ids"])
                         correct[el] += bool((pred[j, s + pos - 1:s + end - 1] == gold[j, s + pos - 1:s + end - 1]).all())
                         pos = end
                     n += 1
         model.train()
-        return {e: round(correct[e] / max(n, 1), 3) for e in ([only] if only else ELEMENTS)}
+        return {e: round(correct[e] / max(n, 1), 3) for e in (only or ELEMENTS)}
 
     print(f"params {n_params:,} (vision {n_vis:,}); train images {len(train_items)}, eval images {len(eval_items)}", flush=True)
     t0 = time.time()
     curve = []
     if a.steps == 0:
-        curve.append({"step": 0, "train_s": 0.0, **element_acc(eval_items, a.first_only)})
+        curve.append({"step": 0, "train_s": 0.0, **element_acc(eval_items, first)})
         print(json.dumps(curve[-1]), flush=True)
     rng = random.Random(a.seed)
     for step in range(1, a.steps + 1):
         chunk = rng.sample(train_items, a.batch)
-        only = a.first_only if step <= a.first_steps else None
+        only = first if step <= a.first_steps else None
         enc, labels, _ = batch_of(chunk, only)
         loss = model(**enc, labels=labels).loss
         loss.backward()

@@ -10,6 +10,8 @@ It separates "the ViT cannot form the feature" from "the language model does not
     python benchmarks/vit_probe.py --data data/synthetic112 --image-size 112 --elements Detail --lr 5e-4      # Detail alone
     python benchmarks/vit_probe.py --data data/synthetic112 --image-size 112 --lr 5e-4                        # all five at once
     python benchmarks/vit_probe.py --data data/synthetic112 --image-size 112 --lr 5e-4 --first-only Detail --first-steps 300
+    python benchmarks/vit_probe.py --data data/synthetic112 --image-size 112 --lr 5e-4 --steps 1400 \
+        --first-only "Art Styles,Detail" --first-steps 800                                               # two hard ones first
 
 Prints one JSON line per evaluation and a final JSON line (``--json`` also writes it to a file).
 """
@@ -42,7 +44,7 @@ def main() -> None:
     ap.add_argument("--data", default="data/synthetic")
     ap.add_argument("--image-size", type=int, default=56)
     ap.add_argument("--elements", default=",".join(ELEMENTS), help="comma-separated elements the heads are trained on")
-    ap.add_argument("--first-only", default=None, help="train only this element's head for the first --first-steps steps")
+    ap.add_argument("--first-only", default=None, help="comma-separated elements: train only their heads for the first --first-steps steps")
     ap.add_argument("--first-steps", type=int, default=0)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=32)
@@ -58,11 +60,12 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     elements = [e.strip() for e in a.elements.split(",") if e.strip()]
-    for e in elements + ([a.first_only] if a.first_only else []):
+    first = [e.strip() for e in (a.first_only or "").split(",") if e.strip()]
+    for e in elements + first:
         if e not in ELEMENTS:
             ap.error(f"{e!r} is not a profile element; choose from {list(ELEMENTS)}")
-    if a.first_only and a.first_only not in elements:
-        ap.error(f"--first-only {a.first_only!r} must be one of --elements")
+    if not set(first) <= set(elements):
+        ap.error(f"--first-only {a.first_only!r} must name elements of --elements")
     if a.image_size % (a.patch * a.merge):
         ap.error(f"--image-size {a.image_size} must be a multiple of patch x merge = {a.patch * a.merge}")
     if a.threads:
@@ -123,7 +126,7 @@ def main() -> None:
     for step in range(1, a.steps + 1):
         pixels, grid, labels = batch_of(rng.sample(train_items, a.batch))
         h = pooled(pixels, grid)
-        active = [a.first_only] if a.first_only and step <= a.first_steps else elements
+        active = first if first and step <= a.first_steps else elements
         loss = sum(torch.nn.functional.cross_entropy(heads[e](h), labels[e]) for e in active)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -10,13 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from preferthinker.data.synthetic.render import MAX_SIZE
 from preferthinker.runtime import ConfigError, check, setup_run, write_json
 
 log = logging.getLogger("preferthinker.pipeline")
-STAGES = ("data", "align_detail", "align", "checks", "sft", "sft2", "grpo_rl", "grpo_pr", "eval")
+STAGES = ("data", "align_first", "align", "checks", "sft", "sft2", "grpo_rl", "grpo_pr", "eval")
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
@@ -70,7 +70,15 @@ def _check_data_size(data_dir: Path, size: int | None) -> None:
 
 def run(cfg: DictConfig) -> dict:
     for s in cfg.stages:
+        check(s != "align_detail", "stages", list(cfg.stages), "stage align_detail is now align_first, with its elements in "
+              "align_first_elements (align_first_elements=[Detail] is the old stage)")
         check(s in STAGES, "stages", list(cfg.stages), f"unknown stage {s!r}; choose from {STAGES}")
+    first = cfg.get("align_first_elements")
+    if "align_first" in cfg.stages:
+        from preferthinker.profile import ELEMENTS
+
+        check(OmegaConf.is_list(first) and len(first) > 0 and all(e in ELEMENTS for e in first), "align_first_elements", first,
+              f"list the elements the align_first stage teaches alone, e.g. [Art Styles,Detail]; choose from {list(ELEMENTS)}")
     size = cfg.get("image_size")
     check(size is None or (isinstance(size, int) and not isinstance(size, bool) and 28 <= size <= MAX_SIZE and size % 28 == 0),
           "image_size", size, f"must be null or a multiple of 28 in [28, {MAX_SIZE}] (one Qwen2.5-VL token per 28x28 pixels; "
@@ -78,7 +86,7 @@ def run(cfg: DictConfig) -> dict:
     if "data" not in cfg.stages or not list(cfg.make_data):
         _check_data_size(Path(str(cfg.data_dir)), size)
     run_dir = setup_run(cfg, "pipeline")
-    d = {name: run_dir / name for name in ("align_detail", "align", "checks", "sft", "sft2", "grpo_rl", "grpo_pr", "eval")}
+    d = {name: run_dir / name for name in ("align_first", "align", "checks", "sft", "sft2", "grpo_rl", "grpo_pr", "eval")}
     # every model stage reads images at the side the data was rendered at (model.min/max_pixels = side^2)
     pixels = [f"model.min_pixels={size * size}", f"model.max_pixels={size * size}"] if size else []
     data = [f"data.root={cfg.data_dir}", *pixels]
@@ -86,7 +94,7 @@ def run(cfg: DictConfig) -> dict:
 
     def start_of(stage: str) -> Path:
         """The checkpoint a pre-training stage starts from: the final/ of the last listed one before it, else the tiny model."""
-        before = [s for s in ("align_detail", "align", "checks") if s in cfg.stages and STAGES.index(s) < STAGES.index(stage)]
+        before = [s for s in ("align_first", "align", "checks") if s in cfg.stages and STAGES.index(s) < STAGES.index(stage)]
         return d[before[-1]] / "final" if before else Path(str(cfg.tiny_model))
 
     def sft_final() -> Path:
@@ -106,9 +114,10 @@ def run(cfg: DictConfig) -> dict:
                 log.info("data already made in %s: skipped (delete it or pass make_data=[...] to remake)", cfg.data_dir)
                 continue
             _call("make_data.py", [f"out_dir={cfg.data_dir}", *([f"image_size={size}"] if size else []), *cfg.make_data])
-        elif stage == "align_detail":  # one-element vision curriculum (single image -> its Detail term) before align
-            _call("train_sft.py", [f"run_dir={d['align_detail']}", *data, f"model.path={cfg.tiny_model}", "task_name=align_detail",
-                                   "data.align_schedule=only", "data.val_samples=0", "data.align_elements=[Detail]", *cfg.align_detail])
+        elif stage == "align_first":  # vision curriculum: single image -> the terms of the hard elements alone, before align
+            elements = "[" + ",".join(str(e) for e in first) + "]"
+            _call("train_sft.py", [f"run_dir={d['align_first']}", *data, f"model.path={cfg.tiny_model}", "task_name=align_first",
+                                   "data.align_schedule=only", "data.val_samples=0", f"data.align_elements={elements}", *cfg.align_first])
         elif stage == "align":  # vision alignment (single image -> its five terms) before the CoT SFT
             _call("train_sft.py", [f"run_dir={d['align']}", *data, f"model.path={start_of(stage)}", "task_name=align",
                                    "data.align_schedule=only", "data.val_samples=0", *cfg.align])

@@ -82,7 +82,7 @@ def test_vit_probe_trains_the_vision_tower_alone_and_reports_each_element(tmp_pa
                   "users": {"train_sft": 8, "train_grpo": 2, "SP_ID": 4, "SP_OD": 2, "MP_ID": 2, "MP_OD": 2}})
     script = str(REPO / "benchmarks" / "vit_probe.py")
     out = subprocess.run([sys.executable, script, "--data", str(data), "--steps", "4", "--batch", "4", "--eval-every", "2",
-                          "--first-only", "Detail", "--first-steps", "2", "--threads", "1", "--json", str(tmp_path / "p.json")],
+                          "--first-only", "Art Styles,Detail", "--first-steps", "2", "--threads", "1", "--json", str(tmp_path / "p.json")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads((tmp_path / "p.json").read_text())

@@ -1,4 +1,4 @@
-"""The main job's runner: the align_detail stage trains on single-image rows naming the Detail alone and the align stage
+"""The main job's runner: the align_first stage trains on single-image rows naming only the hard elements and the align stage
 from it on single-image rows, the checks stage on text-only section rows
 from it, the CoT SFT starts from the checks stage and the second CoT schedule (sft2) from the SFT."""
 
@@ -22,18 +22,18 @@ def test_pipeline_runs_align_checks_then_sft(mini_data, tiny_model, tmp_path):
         return "[" + ",".join(f"'{x}'" for x in items) + "]"
 
     cmd = [sys.executable, str(REPO / "scripts" / "run_pipeline.py"), f"run_dir={run_dir}", f"data_dir={mini_data}",
-           f"tiny_model={tiny_model}", "image_size=56", "stages=[align_detail,align,checks,sft,sft2]",
-           "align_detail=" + as_list(common + ["data.align_per_record=2"]), "align=" + as_list(common + ["data.align_per_record=2"]), "checks=" + as_list(common + ["data.check_per_record=1"]),
+           f"tiny_model={tiny_model}", "image_size=56", "stages=[align_first,align,checks,sft,sft2]",
+           "align_first=" + as_list(common + ["data.align_per_record=2"]), "align=" + as_list(common + ["data.align_per_record=2"]), "checks=" + as_list(common + ["data.check_per_record=1"]),
            "sft=" + as_list(common + ["data.align_per_record=0"]),
            "sft2=" + as_list(common + ["data.align_per_record=0", "data.total_rows=true", "trainer.learning_rate=1e-3"])]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    detail = json.loads((run_dir / "align_detail" / "results.json").read_text())
-    assert detail["align_schedule"] == "only" and detail["alignment_rows"] == detail["train_samples"] == 48
-    detail_cfg = yaml.safe_load((run_dir / "align_detail" / "sft_config.yaml").read_text())
-    assert detail_cfg["data"]["align_elements"] == ["Detail"] and detail_cfg["model"]["path"] == str(tiny_model)
+    first = json.loads((run_dir / "align_first" / "results.json").read_text())
+    assert first["align_schedule"] == "only" and first["alignment_rows"] == first["train_samples"] == 48
+    first_cfg = yaml.safe_load((run_dir / "align_first" / "sft_config.yaml").read_text())  # the configured default elements
+    assert first_cfg["data"]["align_elements"] == ["Art Styles", "Detail"] and first_cfg["model"]["path"] == str(tiny_model)
     align_cfg = yaml.safe_load((run_dir / "align" / "sft_config.yaml").read_text())
-    assert align_cfg["model"]["path"] == str(run_dir / "align_detail" / "final") and align_cfg["data"]["align_elements"] is None
+    assert align_cfg["model"]["path"] == str(run_dir / "align_first" / "final") and align_cfg["data"]["align_elements"] is None
     align = json.loads((run_dir / "align" / "results.json").read_text())
     assert align["align_schedule"] == "only" and align["alignment_rows"] == align["train_samples"] == 48
     checks = json.loads((run_dir / "checks" / "results.json").read_text())
@@ -49,7 +49,7 @@ def test_pipeline_runs_align_checks_then_sft(mini_data, tiny_model, tmp_path):
     assert sft2_cfg["model"]["path"] == str(run_dir / "sft" / "final") and sft2_cfg["trainer"]["learning_rate"] == 1e-3
     sft2 = json.loads((run_dir / "sft2" / "results.json").read_text())
     assert sft2["total_rows"] == 24 and sft2["final_model"] == str(run_dir / "sft2" / "final")
-    assert set(json.loads((run_dir / "pipeline.json").read_text())["stage_seconds"]) == {"align_detail", "align", "checks", "sft", "sft2"}
+    assert set(json.loads((run_dir / "pipeline.json").read_text())["stage_seconds"]) == {"align_first", "align", "checks", "sft", "sft2"}
 
 
 def _pipeline(*overrides: str) -> subprocess.CompletedProcess:
@@ -63,6 +63,19 @@ def test_pipeline_rejects_a_bad_image_size(size, tmp_path):
     assert out.returncode != 0
     assert "image_size" in out.stderr and "multiple of 28" in out.stderr, out.stderr[-2000:]
     assert not (tmp_path / "pipe" / "align").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["stages=[align_detail,align]"], "now align_first"),
+    (["stages=[align_first,align]", "align_first_elements=[Brushwork]"], "align_first_elements"),
+    (["stages=[align_first,align]", "align_first_elements=[]"], "align_first_elements"),
+    (["stages=[align_first,align]", "align_first_elements=Detail"], "align_first_elements"),
+])
+def test_pipeline_rejects_a_bad_align_first(overrides, message, tmp_path):
+    out = _pipeline(f"run_dir={tmp_path / 'pipe'}", f"data_dir={tmp_path / 'data'}", *overrides)
+    assert out.returncode != 0
+    assert message in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "pipe" / "align_first").exists() and not (tmp_path / "pipe" / "align").exists()
 
 
 def test_pipeline_refuses_data_rendered_at_another_size(tmp_path):
