@@ -68,17 +68,30 @@ def _check_data_size(data_dir: Path, size: int | None) -> None:
                           f"(the data stage makes it there) or image_size={made}")
 
 
+def _align_first_phases(cfg: DictConfig) -> list[tuple[list[str], list[str]]]:
+    """The align_first curriculum as (elements, overrides) per phase; a malformed entry is a ConfigError naming it."""
+    from preferthinker.profile import ELEMENTS
+
+    phases = cfg.get("align_first")
+    how = ("align_first is a list of phases, each {elements: [...], overrides: [key=value, ...]}, e.g. "
+           "\"align_first=[{elements:[Detail],overrides:['trainer.num_train_epochs=3']}]\"; elements from " + str(list(ELEMENTS)))
+    check(OmegaConf.is_list(phases) and len(phases) > 0, "align_first", phases, how)
+    out = []
+    for k, ph in enumerate(phases):
+        els = ph.get("elements") if OmegaConf.is_dict(ph) else None
+        extra = (ph.get("overrides") or OmegaConf.create([])) if OmegaConf.is_dict(ph) else None
+        check(OmegaConf.is_list(els) and len(els) > 0 and all(e in ELEMENTS for e in els), f"align_first[{k}].elements", els, how)
+        check(OmegaConf.is_list(extra) and all(isinstance(x, str) and "=" in x for x in extra), f"align_first[{k}].overrides", extra, how)
+        out.append(([str(e) for e in els], [str(x) for x in extra]))
+    return out
+
+
 def run(cfg: DictConfig) -> dict:
     for s in cfg.stages:
-        check(s != "align_detail", "stages", list(cfg.stages), "stage align_detail is now align_first, with its elements in "
-              "align_first_elements (align_first_elements=[Detail] is the old stage)")
+        check(s != "align_detail", "stages", list(cfg.stages), "stage align_detail is now align_first, a list of phases "
+              "(align_first=[{elements:[Detail],overrides:[...]}] is the old stage)")
         check(s in STAGES, "stages", list(cfg.stages), f"unknown stage {s!r}; choose from {STAGES}")
-    first = cfg.get("align_first_elements")
-    if "align_first" in cfg.stages:
-        from preferthinker.profile import ELEMENTS
-
-        check(OmegaConf.is_list(first) and len(first) > 0 and all(e in ELEMENTS for e in first), "align_first_elements", first,
-              f"list the elements the align_first stage teaches alone, e.g. [Art Styles,Detail]; choose from {list(ELEMENTS)}")
+    phases = _align_first_phases(cfg) if "align_first" in cfg.stages else []
     size = cfg.get("image_size")
     check(size is None or (isinstance(size, int) and not isinstance(size, bool) and 28 <= size <= MAX_SIZE and size % 28 == 0),
           "image_size", size, f"must be null or a multiple of 28 in [28, {MAX_SIZE}] (one Qwen2.5-VL token per 28x28 pixels; "
@@ -87,6 +100,8 @@ def run(cfg: DictConfig) -> dict:
         _check_data_size(Path(str(cfg.data_dir)), size)
     run_dir = setup_run(cfg, "pipeline")
     d = {name: run_dir / name for name in ("align_first", "align", "checks", "sft", "sft2", "grpo_rl", "grpo_pr", "eval")}
+    # align_first runs its phases in align_first/phase<k>, each from the previous one's final/; the stage's final/ is the last's
+    phase_dirs = [d["align_first"] / f"phase{k + 1}" for k in range(len(phases))]
     # every model stage reads images at the side the data was rendered at (model.min/max_pixels = side^2)
     pixels = [f"model.min_pixels={size * size}", f"model.max_pixels={size * size}"] if size else []
     data = [f"data.root={cfg.data_dir}", *pixels]
@@ -95,7 +110,9 @@ def run(cfg: DictConfig) -> dict:
     def start_of(stage: str) -> Path:
         """The checkpoint a pre-training stage starts from: the final/ of the last listed one before it, else the tiny model."""
         before = [s for s in ("align_first", "align", "checks") if s in cfg.stages and STAGES.index(s) < STAGES.index(stage)]
-        return d[before[-1]] / "final" if before else Path(str(cfg.tiny_model))
+        if not before:
+            return Path(str(cfg.tiny_model))
+        return (phase_dirs[-1] if before[-1] == "align_first" else d[before[-1]]) / "final"
 
     def sft_final() -> Path:
         """The SFT checkpoint the later stages use: sft2's when that stage is listed or has run, else sft's."""
@@ -104,7 +121,10 @@ def run(cfg: DictConfig) -> dict:
 
     for stage in cfg.stages:
         t0 = time.time()
-        done = (d[stage] / "results.json").is_file() if stage in d else False
+        if stage == "align_first":
+            done = all((p / "results.json").is_file() for p in phase_dirs)
+        else:
+            done = (d[stage] / "results.json").is_file() if stage in d else False
         if done:
             log.info("stage %s already finished in %s: skipped", stage, d[stage])
             continue
@@ -114,10 +134,16 @@ def run(cfg: DictConfig) -> dict:
                 log.info("data already made in %s: skipped (delete it or pass make_data=[...] to remake)", cfg.data_dir)
                 continue
             _call("make_data.py", [f"out_dir={cfg.data_dir}", *([f"image_size={size}"] if size else []), *cfg.make_data])
-        elif stage == "align_first":  # vision curriculum: single image -> the terms of the hard elements alone, before align
-            elements = "[" + ",".join(str(e) for e in first) + "]"
-            _call("train_sft.py", [f"run_dir={d['align_first']}", *data, f"model.path={cfg.tiny_model}", "task_name=align_first",
-                                   "data.align_schedule=only", "data.val_samples=0", f"data.align_elements={elements}", *cfg.align_first])
+        elif stage == "align_first":  # vision curriculum: single image -> the terms of some elements alone, before align
+            start = Path(str(cfg.tiny_model))
+            for k, ((elements, extra), phase_dir) in enumerate(zip(phases, phase_dirs)):
+                if (phase_dir / "results.json").is_file():
+                    log.info("align_first phase %d already finished in %s: skipped", k + 1, phase_dir)
+                else:
+                    _call("train_sft.py", [f"run_dir={phase_dir}", *data, f"model.path={start}", "task_name=align_first",
+                                           "data.align_schedule=only", "data.val_samples=0",
+                                           "data.align_elements=[" + ",".join(elements) + "]", *extra])
+                start = phase_dir / "final"
         elif stage == "align":  # vision alignment (single image -> its five terms) before the CoT SFT
             _call("train_sft.py", [f"run_dir={d['align']}", *data, f"model.path={start_of(stage)}", "task_name=align",
                                    "data.align_schedule=only", "data.val_samples=0", *cfg.align])

@@ -23,17 +23,21 @@ def test_pipeline_runs_align_checks_then_sft(mini_data, tiny_model, tmp_path):
 
     cmd = [sys.executable, str(REPO / "scripts" / "run_pipeline.py"), f"run_dir={run_dir}", f"data_dir={mini_data}",
            f"tiny_model={tiny_model}", "image_size=56", "stages=[align_first,align,checks,sft,sft2]",
-           "align_first=" + as_list(common + ["data.align_per_record=2"]), "align=" + as_list(common + ["data.align_per_record=2"]), "checks=" + as_list(common + ["data.check_per_record=1"]),
+           "align_first=[{elements:[Detail],overrides:" + as_list(common + ["data.align_per_record=2"]) + "},"
+           "{elements:[Art Styles,Detail],overrides:" + as_list(common + ["data.align_per_record=1"]) + "}]", "align=" + as_list(common + ["data.align_per_record=2"]), "checks=" + as_list(common + ["data.check_per_record=1"]),
            "sft=" + as_list(common + ["data.align_per_record=0"]),
            "sft2=" + as_list(common + ["data.align_per_record=0", "data.total_rows=true", "trainer.learning_rate=1e-3"])]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    first = json.loads((run_dir / "align_first" / "results.json").read_text())
-    assert first["align_schedule"] == "only" and first["alignment_rows"] == first["train_samples"] == 48
-    first_cfg = yaml.safe_load((run_dir / "align_first" / "sft_config.yaml").read_text())  # the configured default elements
-    assert first_cfg["data"]["align_elements"] == ["Art Styles", "Detail"] and first_cfg["model"]["path"] == str(tiny_model)
+    # align_first: phase 1 (Detail alone) from the tiny model, phase 2 (Art Styles + Detail) from phase 1, align from phase 2
+    for k, (elements, rows, start) in enumerate([(["Detail"], 48, tiny_model), (["Art Styles", "Detail"], 24, run_dir / "align_first" / "phase1" / "final")]):
+        phase = run_dir / "align_first" / f"phase{k + 1}"
+        res = json.loads((phase / "results.json").read_text())
+        assert res["align_schedule"] == "only" and res["alignment_rows"] == res["train_samples"] == rows
+        phase_cfg = yaml.safe_load((phase / "sft_config.yaml").read_text())
+        assert phase_cfg["data"]["align_elements"] == elements and phase_cfg["model"]["path"] == str(start)
     align_cfg = yaml.safe_load((run_dir / "align" / "sft_config.yaml").read_text())
-    assert align_cfg["model"]["path"] == str(run_dir / "align_first" / "final") and align_cfg["data"]["align_elements"] is None
+    assert align_cfg["model"]["path"] == str(run_dir / "align_first" / "phase2" / "final") and align_cfg["data"]["align_elements"] is None
     align = json.loads((run_dir / "align" / "results.json").read_text())
     assert align["align_schedule"] == "only" and align["alignment_rows"] == align["train_samples"] == 48
     checks = json.loads((run_dir / "checks" / "results.json").read_text())
@@ -67,9 +71,11 @@ def test_pipeline_rejects_a_bad_image_size(size, tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     (["stages=[align_detail,align]"], "now align_first"),
-    (["stages=[align_first,align]", "align_first_elements=[Brushwork]"], "align_first_elements"),
-    (["stages=[align_first,align]", "align_first_elements=[]"], "align_first_elements"),
-    (["stages=[align_first,align]", "align_first_elements=Detail"], "align_first_elements"),
+    (["stages=[align_first,align]", "align_first=[{elements:[Brushwork]}]"], "align_first[0].elements"),
+    (["stages=[align_first,align]", "align_first=[{elements:[Detail]},{elements:[]}]"], "align_first[1].elements"),
+    (["stages=[align_first,align]", "align_first=[{elements:[Detail],overrides:[epochs]}]"], "align_first[0].overrides"),
+    (["stages=[align_first,align]", "align_first=[]"], "list of phases"),
+    (["stages=[align_first,align]", "align_first=[Detail]"], "align_first[0].elements"),
 ])
 def test_pipeline_rejects_a_bad_align_first(overrides, message, tmp_path):
     out = _pipeline(f"run_dir={tmp_path / 'pipe'}", f"data_dir={tmp_path / 'data'}", *overrides)
