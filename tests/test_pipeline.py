@@ -92,3 +92,17 @@ def test_pipeline_refuses_data_rendered_at_another_size(tmp_path):
     assert out.returncode != 0
     assert "image_size=112" in out.stderr and "rendered at 56" in out.stderr, out.stderr[-2000:]
     assert not (tmp_path / "pipe" / "align").exists()
+
+
+def test_default_pipeline_runs_the_two_phase_curriculum_before_align():
+    """The default stage list puts align_first before align; its phases are Detail alone, then Art Styles with Detail
+    (learnt together from scratch, Art Styles takes the ViT and Detail stays at chance: docs/results.md)."""
+    from preferthinker.pipeline import STAGES, _align_first_phases
+    from tests.conftest import compose
+
+    cfg = compose("pipeline", [])
+    stages = list(cfg.stages)
+    assert all(s in STAGES for s in stages) and stages.index("align_first") == stages.index("align") - 1
+    phases = _align_first_phases(cfg)
+    assert [els for els, _ in phases] == [["Detail"], ["Art Styles", "Detail"]]
+    assert all(any(o.startswith("trainer.learning_rate=") for o in extra) for _, extra in phases)
