@@ -135,7 +135,7 @@ def run(cfg: DictConfig) -> dict:
                 continue
             _call("make_data.py", [f"out_dir={cfg.data_dir}", *([f"image_size={size}"] if size else []), *cfg.make_data])
         elif stage == "align_first":  # vision curriculum: single image -> the terms of some elements alone, before align
-            start = Path(str(cfg.tiny_model))
+            start = start_of(stage)
             for k, ((elements, extra), phase_dir) in enumerate(zip(phases, phase_dirs)):
                 if (phase_dir / "results.json").is_file():
                     log.info("align_first phase %d already finished in %s: skipped", k + 1, phase_dir)
