@@ -1,4 +1,4 @@
-"""Tests of preferthinker/rewards.py: scores, hack defences, None vs 0.0, configs, backends, TRL shape.
+"""Tests of the preferthinker.rewards package: scores, hack defences, None vs 0.0, configs, backends, TRL shape.
 
 Offline (HF_HUB_OFFLINE=1), CPU. The MiniLM embedder loads once per session (~6 s); the diffusers
 plumbing test builds a tiny random Stable-Diffusion-shaped pipeline and a tiny random ViT in tmp_path.
@@ -23,7 +23,6 @@ from preferthinker.rewards import (
     DiffusersImageBackend,
     FormatReward,
     ImageQuery,
-    PredictionConfig,
     ProfileReward,
     ProfileScorer,
     SyntheticImageBackend,
@@ -279,7 +278,12 @@ def test_real_configs_build(name):
         ({"names": ["pref_profile"], "weights": [1], "prediction": {"image_backend": "diffusers"}}, r"diffusers.pipeline_path is required"),
         ({"names": ["pref_profile"], "weights": [1], "prediction": {"wtext": 1}}, r"reward.prediction: unknown key\(s\) \['wtext'\]"),
         ({"names": ["pref_profile"], "weights": [1], "prediction": {"diffusers": {"target": "ref"}}}, r"target must be one of"),
-        ({"names": ["pref_profile"], "weights": [1], "prediction": {"synthetic": {"oov": "guess"}}}, r"oov must be 'nearest' or 'zero'"),
+        # the synthetic renderer no longer maps unknown terms (issue #22): the old knob is refused by name
+        ({"names": ["pref_profile"], "weights": [1], "prediction": {"synthetic": {"oov": "nearest"}}}, r"synthetic.oov was removed"),
+        ({"names": ["pref_profile"], "weights": [1], "prediction": {"diffusers": {"device": "gpu"}}}, r"diffusers.device must be auto, cpu"),
+        ({"names": ["pref_profile"], "weights": [1], "prediction": {"diffusers": {"size": 10**6}}}, r"diffusers.size must be an integer in 8..4096"),
+        ({"names": ["pref_profile"], "weights": [1], "prediction": {"image_backend": "diffusers", "diffusers":
+          {"pipeline_path": "/no/such/flux", "metric_path": "/no/such/dreamsim"}}}, r"pipeline_path=/no/such/flux: no such folder"),
     ],
 )
 def test_config_validation_errors(cfg, match):
@@ -357,18 +361,35 @@ def test_s_img_synthetic_true_beats_wrong(synthetic):
     assert m2["rewards/nonpref_profile/img_fallback_rate"] == [1.0]
 
 
-def test_s_img_synthetic_out_of_vocabulary_terms():
-    near = SyntheticImageBackend(size=32, oov="nearest", embedder_fn=lambda: ProfileScorer(PredictionConfig()).embedder())
-    zero = SyntheticImageBackend(size=32, oov="zero")
+def test_s_img_synthetic_refuses_out_of_vocabulary_terms(synthetic):
+    """The renderer draws only its own terms (issue #22): it never maps a term to a "nearest" one.
+    A predicted unknown term is a wrong term (s_img 0.0, counted in oov_rate); a gold one means the data
+    is not synthetic, which stops the run with a ConfigError naming the term, the element and the fix."""
+    from preferthinker.rewards import OutOfVocabularyError, SyntheticDataMismatch
+
+    backend = SyntheticImageBackend(size=32)
     # "cubist" and "teal blue green" are not vocabulary terms; " pencil  SKETCH." is one, spelled loosely
     oov_pred = dict(PREF, **{"Art Styles": "cubist", "Color": "teal blue green", "Artistic Medium": " pencil  SKETCH."})
-    q = [ImageQuery(pred=oov_pred, true=PREF, side="pref", content_seed=3)]
-    assert near.similarity(q) == [pytest.approx(1.0)]  # mapped to Cubism and Teal
-    assert near.last_oov_rate == pytest.approx(2 / 5)
-    assert zero.similarity(q) == [0.0] and zero.last_oov_rate > 0
-    # gold outside the vocabulary (not synthetic data): no s_img rather than a crash
+    with pytest.raises(OutOfVocabularyError, match=r"'cubist' \(Art Styles\), 'teal blue green' \(Color\) not in the synthetic vocabulary"):
+        backend.vocabulary_profile(oov_pred)
+    assert backend.vocabulary_profile(dict(PREF, **{"Artistic Medium": " pencil  SKETCH."})) == PREF
+    q = [ImageQuery(pred=oov_pred, true=PREF, side="pref", content_seed=3),
+         ImageQuery(pred=PREF, true=PREF, side="pref", content_seed=3)]
+    assert backend.similarity(q) == [0.0, pytest.approx(1.0)]
+    assert backend.last_oov_rate == pytest.approx(2 / 10) and "'cubist' (Art Styles)" in backend.last_refusals[0]
+    # gold outside the vocabulary (real data on the synthetic backend): a clear error, not a silent None
     alien = dict(PREF, **{"Art Styles": "Mesoamerican Art"})
-    assert zero.similarity([ImageQuery(pred=PREF, true=alien, side="pref", content_seed=3)]) == [None]
+    with pytest.raises(SyntheticDataMismatch, match=r"row 4.*'Mesoamerican Art' \(Art Styles\).*reward=paper_real"):
+        backend.similarity([ImageQuery(pred=PREF, true=alien, side="pref", content_seed=3, where="row 4")])
+    # through the reward: the OOV prediction loses its image term, the run goes on
+    pref, _ = synthetic
+    m = Metrics()
+    oov_text = GOOD.replace('"Art Styles": "Cubism"', '"Art Styles": "cubist"')
+    got = pref([GOOD, oov_text], log_metric=m, **cols(2))
+    assert got[0] == pytest.approx(1.0, abs=1e-4) and got[1] < 0.5 * 1.0 + 1e-6  # s_img 0.0, at most half
+    assert m["rewards/pref_profile/oov_rate"] == [pytest.approx(1 / 10)]
+    with pytest.raises(SyntheticDataMismatch):
+        pref([GOOD], **cols(1, prefer_attributes=[alien]))
 
 
 # ------------------------------------------------------------------------------------------------
