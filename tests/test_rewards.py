@@ -361,11 +361,11 @@ def test_s_img_synthetic_true_beats_wrong(synthetic):
     assert m2["rewards/nonpref_profile/img_fallback_rate"] == [1.0]
 
 
-def test_s_img_synthetic_refuses_out_of_vocabulary_terms(synthetic):
+def test_s_img_synthetic_refuses_out_of_vocabulary_terms(synthetic, caplog):
     """The renderer draws only its own terms (issue #22): it never maps a term to a "nearest" one.
     A predicted unknown term is a wrong term (s_img 0.0, counted in oov_rate); a gold one means the data
-    is not synthetic, which stops the run with a ConfigError naming the term, the element and the fix."""
-    from preferthinker.rewards import OutOfVocabularyError, SyntheticDataMismatch
+    is not synthetic: no image term (text-only, counted in gold_oov_rate) and one warning naming the fix."""
+    from preferthinker.rewards import OutOfVocabularyError
 
     backend = SyntheticImageBackend(size=32)
     # "cubist" and "teal blue green" are not vocabulary terms; " pencil  SKETCH." is one, spelled loosely
@@ -377,10 +377,10 @@ def test_s_img_synthetic_refuses_out_of_vocabulary_terms(synthetic):
          ImageQuery(pred=PREF, true=PREF, side="pref", content_seed=3)]
     assert backend.similarity(q) == [0.0, pytest.approx(1.0)]
     assert backend.last_oov_rate == pytest.approx(2 / 10) and "'cubist' (Art Styles)" in backend.last_refusals[0]
-    # gold outside the vocabulary (real data on the synthetic backend): a clear error, not a silent None
+    # gold outside the vocabulary (not synthetic data): no s_img rather than a made-up one
     alien = dict(PREF, **{"Art Styles": "Mesoamerican Art"})
-    with pytest.raises(SyntheticDataMismatch, match=r"row 4.*'Mesoamerican Art' \(Art Styles\).*reward=paper_real"):
-        backend.similarity([ImageQuery(pred=PREF, true=alien, side="pref", content_seed=3, where="row 4")])
+    assert backend.similarity([ImageQuery(pred=PREF, true=alien, side="pref", content_seed=3, where="row 4")]) == [None]
+    assert backend.last_gold_oov_rate == 1.0 and "row 4: gold pref profile term(s) 'Mesoamerican Art' (Art Styles)" in backend.last_gold_refusal
     # through the reward: the OOV prediction loses its image term, the run goes on
     pref, _ = synthetic
     m = Metrics()
@@ -388,8 +388,14 @@ def test_s_img_synthetic_refuses_out_of_vocabulary_terms(synthetic):
     got = pref([GOOD, oov_text], log_metric=m, **cols(2))
     assert got[0] == pytest.approx(1.0, abs=1e-4) and got[1] < 0.5 * 1.0 + 1e-6  # s_img 0.0, at most half
     assert m["rewards/pref_profile/oov_rate"] == [pytest.approx(1 / 10)]
-    with pytest.raises(SyntheticDataMismatch):
+    m = Metrics()
+    pref.scorer.image_backend.warned_gold = False  # the fixture is shared: warn afresh here
+    with caplog.at_level("WARNING", logger="preferthinker.rewards"):
+        got = pref([GOOD], log_metric=m, **cols(1, prefer_attributes=[alien]))
         pref([GOOD], **cols(1, prefer_attributes=[alien]))
+    assert got == [pytest.approx(m["rewards/pref_profile/s_text"][0])] and "rewards/pref_profile/s_img" not in m  # text-only
+    assert m["rewards/pref_profile/gold_oov_rate"] == [1.0] and m["rewards/pref_profile/img_fallback_rate"] == [1.0]
+    assert caplog.text.count("cannot draw this data's gold profiles") == 1 and "reward=paper_real" in caplog.text
 
 
 # ------------------------------------------------------------------------------------------------

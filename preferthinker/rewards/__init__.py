@@ -59,7 +59,6 @@ from preferthinker.rewards.backends import (
     ImageBackendLoadError,
     ImageQuery,
     OutOfVocabularyError,
-    SyntheticDataMismatch,
     SyntheticImageBackend,
     build_image_backend,
 )
@@ -115,7 +114,6 @@ __all__ = [
     "Reward",
     "RewardConfig",
     "SyntheticBackendConfig",
-    "SyntheticDataMismatch",
     "SyntheticImageBackend",
     "accuracy_reward",
     "build_image_backend",

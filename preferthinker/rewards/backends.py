@@ -48,10 +48,6 @@ class OutOfVocabularyError(ValueError):
                          "(data/synthetic/vocabulary.yaml); the synthetic renderer draws only its own terms")
 
 
-class SyntheticDataMismatch(ConfigError):
-    """The gold profile is not synthetic: the synthetic backend means nothing on such data."""
-
-
 class ImageBackendLoadError(ConfigError):
     """A model of the image backend cannot be loaded: a setup problem, never a silent text-only run."""
 
@@ -90,14 +86,18 @@ class SyntheticImageBackend:
 
     * a predicted term outside the vocabulary makes s_img 0.0: in the synthetic world the model wrote a
       wrong term (the rate is ``last_oov_rate``, the messages ``last_refusals``);
-    * a gold term outside it raises ``SyntheticDataMismatch``: the data is not synthetic, so the renderer
-      cannot stand for its images (use ``reward=paper_real`` or ``image_backend: none``).
+    * a gold term outside it makes s_img None (no image term; the reward falls back to text): the data is
+      not synthetic, so the renderer cannot stand for its images. The rate is ``last_gold_oov_rate``, the
+      first message ``last_gold_refusal``; the reward warns once with the fix (``reward=paper_real``).
     """
 
     def __init__(self, size: int = SyntheticBackendConfig.size):
         self.size = check_synthetic(SyntheticBackendConfig(size=size), where="SyntheticImageBackend").size
         self.last_oov_rate: float | None = None
+        self.last_gold_oov_rate: float | None = None
         self.last_refusals: list[str] = []
+        self.last_gold_refusal: str | None = None
+        self.warned_gold = False  # the reward warns once per process about non-synthetic gold profiles
         self._renderer = None
         self._vocab_lower: dict[str, dict[str, str]] = {}
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -132,19 +132,21 @@ class SyntheticImageBackend:
     def similarity(self, queries: Sequence[ImageQuery]) -> list[float | None]:
         self._load()
         out: list[float | None] = []
-        oov_terms, n_terms = 0, 0
-        self.last_refusals = []
+        oov_terms, n_terms, gold_oov, n_seeded = 0, 0, 0, 0
+        self.last_refusals, self.last_gold_refusal = [], None
         for q in queries:
             if q.content_seed is None:
                 out.append(None)  # no shared content to render on: text-only for this sample
                 continue
+            n_seeded += 1
             try:
                 truth = self.vocabulary_profile(q.true, f"gold {q.side}")
             except OutOfVocabularyError as exc:
-                raise SyntheticDataMismatch(
-                    f"reward.prediction.image_backend 'synthetic' cannot draw the gold profile ({q.where or 'a row'}): "
-                    f"{exc}. This backend fits only the synthetic data; on real data use reward=paper_real "
-                    "(text-to-image + DreamSim) or reward.prediction.image_backend=none") from None
+                gold_oov += 1
+                if self.last_gold_refusal is None:
+                    self.last_gold_refusal = f"{q.where}: {exc}" if q.where else str(exc)
+                out.append(None)  # not synthetic data: no image term rather than a made-up one
+                continue
             n_terms += len(ELEMENTS)
             try:
                 mapped = self.vocabulary_profile(q.pred, f"predicted {q.side}")
@@ -155,6 +157,7 @@ class SyntheticImageBackend:
                 continue
             out.append(synthetic_image_similarity(self._render(mapped, q.content_seed), self._render(truth, q.content_seed)))
         self.last_oov_rate = oov_terms / n_terms if n_terms else None
+        self.last_gold_oov_rate = gold_oov / n_seeded if n_seeded else None
         return out
 
     def _render(self, profile: dict[str, str], seed: int) -> np.ndarray:

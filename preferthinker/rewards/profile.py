@@ -74,9 +74,9 @@ class ProfileReward(Reward):
     * ``s_text``: cosine similarity (clamped to [0, 1]) of all-MiniLM-L6-v2 embeddings of the cleaned
       predicted and gold profile strings (the released code's computation), batched and cached;
     * ``s_img``: the image backend's similarity of images rendered from the two profiles; where it is
-      unavailable (backend "none", no content seed / reference image, a failed T2I batch) r = s_text and
-      the fallback rate is logged. A backend's ``ConfigError`` (a model that cannot load, non-synthetic
-      gold terms on the synthetic backend) stops the run with its reason instead.
+      unavailable (backend "none", no content seed / reference image, gold terms the synthetic renderer
+      cannot draw, a failed T2I batch) r = s_text and the fallback rate is logged. A backend's
+      ``ConfigError`` (a model that cannot load) stops the run with its reason instead.
 
     None for rows without a gold profile of this side (real-user data); 0.0 when the block is missing,
     repeated, empty, identical to the other side's block, or the output is oversize.
@@ -136,6 +136,7 @@ class ProfileReward(Reward):
             backend = self.scorer.image_backend
             sink.mean("img_error", [img_error])
             sink.mean("oov_rate", [getattr(backend, "last_oov_rate", None)])
+            sink.mean("gold_oov_rate", [getattr(backend, "last_gold_oov_rate", None)])
             missing = getattr(backend, "last_reference_missing", None)  # diffusers, target reference_image
             if missing is not None and not img_error and backend.cfg.target == "reference_image":
                 sink.mean("ref_missing_rate", [missing / img_jobs])
@@ -194,7 +195,7 @@ class ProfileReward(Reward):
         try:
             sims = backend.similarity(queries)
         except ConfigError:
-            raise  # a setup problem (model cannot load, data the backend cannot stand for): stop with the reason
+            raise  # a setup problem (a model that cannot load): stop with the reason
         except Exception as exc:  # a transient T2I/metric failure must not kill the step: text-only, counted
             log.warning("%s: image backend failed (%s: %s); using text-only scores for this batch",
                         self.name, type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
@@ -203,6 +204,12 @@ class ProfileReward(Reward):
         if refusals and not img_error:
             log.debug("%s: %d predicted profile(s) refused by the synthetic renderer (s_img 0.0); first: %s",
                       self.name, len(refusals), refusals[0])
+        gold_refusal = getattr(backend, "last_gold_refusal", None)
+        if gold_refusal and not img_error and not getattr(backend, "warned_gold", False):
+            backend.warned_gold = True  # once per process: every step of such a run would say the same
+            log.warning("%s: the synthetic image backend cannot draw this data's gold profiles, so s_img is left out "
+                        "(text-only, counted as gold_oov_rate): %s. On real data use reward=paper_real "
+                        "(text-to-image + DreamSim) or reward.prediction.image_backend=none", self.name, gold_refusal)
         for (i, *_), s in zip(img_jobs, sims, strict=True):
             s_img[i] = s
         return s_img, img_error, len(img_jobs)
