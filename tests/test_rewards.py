@@ -540,3 +540,32 @@ def test_user_reward_plugin_by_import_path():
     assert funcs[1]([[{"role": "assistant", "content": "x" * 50}]])[0] == pytest.approx(0.75)
     with pytest.raises(ConfigError, match="no_such_module:fn"):
         build_rewards({"names": ["no_such_module:fn"], "weights": [1.0]})
+
+
+def test_public_names_of_the_single_module_still_import():
+    """The package re-exports every name the old preferthinker/rewards.py exported."""
+    import preferthinker.rewards as rewards
+
+    old = ["REWARDS", "AccuracyReward", "ConsistencyReward", "DiffusersImageBackend", "EmbeddingPerceptualMetric",
+           "FormatReward", "ImageQuery", "PredictionConfig", "ProfileReward", "ProfileScorer", "RewardConfig",
+           "SyntheticImageBackend", "build_rewards", "completion_text", "reward_report", "validate_reward_config",
+           "DreamSimMetric", "load_perceptual_metric", "synthetic_image_similarity", "build_image_backend",
+           "validate_prediction", "DEFAULT_MAX_CHARS", "MAX_PROFILE_CHARS", "IMAGE_BACKENDS", "DIFFUSERS_TARGETS"]
+    assert [n for n in old if not hasattr(rewards, n)] == []
+    assert set(rewards.__all__) <= set(dir(rewards))
+
+
+def test_basic_rewards_are_plain_trl_functions():
+    """accuracy/format/consistency are plain ``fn(completions, **kwargs)`` functions (TRL's trl/rewards shape);
+    the registry's callables are the same functions with a configured max_chars."""
+    from preferthinker.rewards import accuracy_reward, consistency_reward, format_reward
+
+    wrong = GOOD.replace("<answer>Image A", "<answer>Image B")
+    conv = [[{"role": "assistant", "content": t}] for t in (GOOD, wrong, "nonsense")]
+    kw = dict(solution=["Image A"] * 3, prompts=[[]] * 3, trainer_state=None, completion_ids=[[1]] * 3)
+    assert accuracy_reward(conv, **kw) == AccuracyReward()(conv, **kw) == [1.0, 0.0, 0.0]
+    assert format_reward(conv, **kw) == FormatReward()(conv, **kw) == [1.0, 1.0, 0.0]
+    assert consistency_reward(conv, **kw) == ConsistencyReward()(conv, **kw) == [1.0, 0.0, 0.0]
+    assert format_reward(conv, max_chars=100, **kw) == FormatReward(max_chars=100)(conv, **kw) == [0.0, 0.0, 0.0]
+    with pytest.raises(ConfigError, match="max_chars must be a positive integer"):
+        AccuracyReward(max_chars=0)
