@@ -439,6 +439,7 @@ def tiny_t2i(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # builds and runs a tiny diffusers pipeline (~6 s on 2 cores)
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 __array__ notice inside diffusers' scheduler
 def test_diffusers_backend_plumbing(tiny_t2i, tmp_path):
     from PIL import Image
