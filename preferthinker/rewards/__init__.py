@@ -22,7 +22,9 @@ Rewards (``REWARDS``; name = TRL metric key ``rewards/<name>/mean``), each with 
 * ``format``: 1.0 if the four-block contract holds exactly (official fullmatch) and each block opens
   and closes once; never None.
 * ``pref_profile`` / ``nonpref_profile``: ``(w_text*s_text + w_img*s_img) / (w_text + w_img)`` against
-  the gold profile of that side; None without a gold profile (real-user data).
+  the gold profile of that side; None without a gold profile (real-user data). s_img comes from the
+  synthetic renderer (``reward=paper``; it refuses terms outside its vocabulary) or, as the released code
+  computes it, from T2I(reference prompt + predicted profile) vs the first reference image (``reward=paper_real``).
 * ``consistency`` (beyond the paper, off by default): 1.0 if the answer names the larger total and each
   total equals the sum of its five scores; never None.
 

@@ -133,12 +133,13 @@ class ProfileReward(Reward):
                 sink.mean(f"{key}_rate", [float(s == key) for s in applicable])
         sink.mean("img_fallback_rate", fallback)
         if img_jobs:
-            backend = self.scorer.image_backend
             sink.mean("img_error", [img_error])
+        if img_jobs and not img_error:  # after a failed batch the backend's counters describe an older one
+            backend = self.scorer.image_backend
             sink.mean("oov_rate", [getattr(backend, "last_oov_rate", None)])
             sink.mean("gold_oov_rate", [getattr(backend, "last_gold_oov_rate", None)])
             missing = getattr(backend, "last_reference_missing", None)  # diffusers, target reference_image
-            if missing is not None and not img_error and backend.cfg.target == "reference_image":
+            if missing is not None and backend.cfg.target == "reference_image":
                 sink.mean("ref_missing_rate", [missing / img_jobs])
         if callable(log_extra):
             log_extra(f"{self.name}_s_text", s_text)
