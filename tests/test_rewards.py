@@ -1,4 +1,4 @@
-"""Tests of preferthinker/rewards.py: scores, hack defences, None vs 0.0, configs, backends, TRL shape.
+"""Tests of the preferthinker.rewards package: scores, hack defences, None vs 0.0, configs, backends, TRL shape.
 
 Offline (HF_HUB_OFFLINE=1), CPU. The MiniLM embedder loads once per session (~6 s); the diffusers
 plumbing test builds a tiny random Stable-Diffusion-shaped pipeline and a tiny random ViT in tmp_path.
@@ -23,7 +23,6 @@ from preferthinker.rewards import (
     DiffusersImageBackend,
     FormatReward,
     ImageQuery,
-    PredictionConfig,
     ProfileReward,
     ProfileScorer,
     SyntheticImageBackend,
@@ -279,7 +278,12 @@ def test_real_configs_build(name):
         ({"names": ["pref_profile"], "weights": [1], "prediction": {"image_backend": "diffusers"}}, r"diffusers.pipeline_path is required"),
         ({"names": ["pref_profile"], "weights": [1], "prediction": {"wtext": 1}}, r"reward.prediction: unknown key\(s\) \['wtext'\]"),
         ({"names": ["pref_profile"], "weights": [1], "prediction": {"diffusers": {"target": "ref"}}}, r"target must be one of"),
-        ({"names": ["pref_profile"], "weights": [1], "prediction": {"synthetic": {"oov": "guess"}}}, r"oov must be 'nearest' or 'zero'"),
+        # the synthetic renderer no longer maps unknown terms (issue #22): the old knob is refused by name
+        ({"names": ["pref_profile"], "weights": [1], "prediction": {"synthetic": {"oov": "nearest"}}}, r"synthetic.oov was removed"),
+        ({"names": ["pref_profile"], "weights": [1], "prediction": {"diffusers": {"device": "gpu"}}}, r"diffusers.device must be auto, cpu"),
+        ({"names": ["pref_profile"], "weights": [1], "prediction": {"diffusers": {"size": 10**6}}}, r"diffusers.size must be an integer in 8..4096"),
+        ({"names": ["pref_profile"], "weights": [1], "prediction": {"image_backend": "diffusers", "diffusers":
+          {"pipeline_path": "/no/such/flux", "metric_path": "/no/such/dreamsim"}}}, r"pipeline_path=/no/such/flux: no such folder"),
     ],
 )
 def test_config_validation_errors(cfg, match):
@@ -357,18 +361,41 @@ def test_s_img_synthetic_true_beats_wrong(synthetic):
     assert m2["rewards/nonpref_profile/img_fallback_rate"] == [1.0]
 
 
-def test_s_img_synthetic_out_of_vocabulary_terms():
-    near = SyntheticImageBackend(size=32, oov="nearest", embedder_fn=lambda: ProfileScorer(PredictionConfig()).embedder())
-    zero = SyntheticImageBackend(size=32, oov="zero")
+def test_s_img_synthetic_refuses_out_of_vocabulary_terms(synthetic, caplog):
+    """The renderer draws only its own terms (issue #22): it never maps a term to a "nearest" one.
+    A predicted unknown term is a wrong term (s_img 0.0, counted in oov_rate); a gold one means the data
+    is not synthetic: no image term (text-only, counted in gold_oov_rate) and one warning naming the fix."""
+    from preferthinker.rewards import OutOfVocabularyError
+
+    backend = SyntheticImageBackend(size=32)
     # "cubist" and "teal blue green" are not vocabulary terms; " pencil  SKETCH." is one, spelled loosely
     oov_pred = dict(PREF, **{"Art Styles": "cubist", "Color": "teal blue green", "Artistic Medium": " pencil  SKETCH."})
-    q = [ImageQuery(pred=oov_pred, true=PREF, side="pref", content_seed=3)]
-    assert near.similarity(q) == [pytest.approx(1.0)]  # mapped to Cubism and Teal
-    assert near.last_oov_rate == pytest.approx(2 / 5)
-    assert zero.similarity(q) == [0.0] and zero.last_oov_rate > 0
-    # gold outside the vocabulary (not synthetic data): no s_img rather than a crash
+    with pytest.raises(OutOfVocabularyError, match=r"'cubist' \(Art Styles\), 'teal blue green' \(Color\) not in the synthetic vocabulary"):
+        backend.vocabulary_profile(oov_pred)
+    assert backend.vocabulary_profile(dict(PREF, **{"Artistic Medium": " pencil  SKETCH."})) == PREF
+    q = [ImageQuery(pred=oov_pred, true=PREF, side="pref", content_seed=3),
+         ImageQuery(pred=PREF, true=PREF, side="pref", content_seed=3)]
+    assert backend.similarity(q) == [0.0, pytest.approx(1.0)]
+    assert backend.last_oov_rate == pytest.approx(2 / 10) and "'cubist' (Art Styles)" in backend.last_refusals[0]
+    # gold outside the vocabulary (not synthetic data): no s_img rather than a made-up one
     alien = dict(PREF, **{"Art Styles": "Mesoamerican Art"})
-    assert zero.similarity([ImageQuery(pred=PREF, true=alien, side="pref", content_seed=3)]) == [None]
+    assert backend.similarity([ImageQuery(pred=PREF, true=alien, side="pref", content_seed=3, where="row 4")]) == [None]
+    assert backend.last_gold_oov_rate == 1.0 and "row 4: gold pref profile term(s) 'Mesoamerican Art' (Art Styles)" in backend.last_gold_refusal
+    # through the reward: the OOV prediction loses its image term, the run goes on
+    pref, _ = synthetic
+    m = Metrics()
+    oov_text = GOOD.replace('"Art Styles": "Cubism"', '"Art Styles": "cubist"')
+    got = pref([GOOD, oov_text], log_metric=m, **cols(2))
+    assert got[0] == pytest.approx(1.0, abs=1e-4) and got[1] < 0.5 * 1.0 + 1e-6  # s_img 0.0, at most half
+    assert m["rewards/pref_profile/oov_rate"] == [pytest.approx(1 / 10)]
+    m = Metrics()
+    pref.scorer.image_backend.warned_gold = False  # the fixture is shared: warn afresh here
+    with caplog.at_level("WARNING", logger="preferthinker.rewards"):
+        got = pref([GOOD], log_metric=m, **cols(1, prefer_attributes=[alien]))
+        pref([GOOD], **cols(1, prefer_attributes=[alien]))
+    assert got == [pytest.approx(m["rewards/pref_profile/s_text"][0])] and "rewards/pref_profile/s_img" not in m  # text-only
+    assert m["rewards/pref_profile/gold_oov_rate"] == [1.0] and m["rewards/pref_profile/img_fallback_rate"] == [1.0]
+    assert caplog.text.count("cannot draw this data's gold profiles") == 1 and "reward=paper_real" in caplog.text
 
 
 # ------------------------------------------------------------------------------------------------
@@ -412,6 +439,7 @@ def tiny_t2i(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # builds and runs a tiny diffusers pipeline (~6 s on 2 cores)
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 __array__ notice inside diffusers' scheduler
 def test_diffusers_backend_plumbing(tiny_t2i, tmp_path):
     from PIL import Image
@@ -513,3 +541,32 @@ def test_user_reward_plugin_by_import_path():
     assert funcs[1]([[{"role": "assistant", "content": "x" * 50}]])[0] == pytest.approx(0.75)
     with pytest.raises(ConfigError, match="no_such_module:fn"):
         build_rewards({"names": ["no_such_module:fn"], "weights": [1.0]})
+
+
+def test_public_names_of_the_single_module_still_import():
+    """The package re-exports every name the old preferthinker/rewards.py exported."""
+    import preferthinker.rewards as rewards
+
+    old = ["REWARDS", "AccuracyReward", "ConsistencyReward", "DiffusersImageBackend", "EmbeddingPerceptualMetric",
+           "FormatReward", "ImageQuery", "PredictionConfig", "ProfileReward", "ProfileScorer", "RewardConfig",
+           "SyntheticImageBackend", "build_rewards", "completion_text", "reward_report", "validate_reward_config",
+           "DreamSimMetric", "load_perceptual_metric", "synthetic_image_similarity", "build_image_backend",
+           "validate_prediction", "DEFAULT_MAX_CHARS", "MAX_PROFILE_CHARS", "IMAGE_BACKENDS", "DIFFUSERS_TARGETS"]
+    assert [n for n in old if not hasattr(rewards, n)] == []
+    assert set(rewards.__all__) <= set(dir(rewards))
+
+
+def test_basic_rewards_are_plain_trl_functions():
+    """accuracy/format/consistency are plain ``fn(completions, **kwargs)`` functions (TRL's trl/rewards shape);
+    the registry's callables are the same functions with a configured max_chars."""
+    from preferthinker.rewards import accuracy_reward, consistency_reward, format_reward
+
+    wrong = GOOD.replace("<answer>Image A", "<answer>Image B")
+    conv = [[{"role": "assistant", "content": t}] for t in (GOOD, wrong, "nonsense")]
+    kw = dict(solution=["Image A"] * 3, prompts=[[]] * 3, trainer_state=None, completion_ids=[[1]] * 3)
+    assert accuracy_reward(conv, **kw) == AccuracyReward()(conv, **kw) == [1.0, 0.0, 0.0]
+    assert format_reward(conv, **kw) == FormatReward()(conv, **kw) == [1.0, 1.0, 0.0]
+    assert consistency_reward(conv, **kw) == ConsistencyReward()(conv, **kw) == [1.0, 0.0, 0.0]
+    assert format_reward(conv, max_chars=100, **kw) == FormatReward(max_chars=100)(conv, **kw) == [0.0, 0.0, 0.0]
+    with pytest.raises(ConfigError, match="max_chars must be a positive integer"):
+        AccuracyReward(max_chars=0)

@@ -101,7 +101,7 @@ def build_examples(
 ) -> list[dict]:
     """Rows for TRL: ``kind="sft"`` -> prompt, completion, images; ``kind="grpo"`` -> prompt, images and
     the reward columns (solution, prefer_attributes, non_prefer_attributes, reference_prompt_list,
-    content_seed).
+    content_seed, prefered_images, non_prefered_images, image_root).
 
     A sample with an unreadable image is skipped and counted (the run goes on: one corrupt file must not
     cost a training run); if every sample is bad, that is an error. A sample longer than ``max_length``
@@ -129,6 +129,11 @@ def build_examples(
                 "non_prefer_attributes": rec.non_prefer_attributes,
                 "reference_prompt_list": rec.reference_prompt_list,
                 "content_seed": content_seed(rec),
+                # the image-similarity reward of reward=paper_real compares with the first reference image of
+                # each side: the record's paths and the root they are relative to (resolved path-safely there)
+                "prefered_images": list(rec.preferred),
+                "non_prefered_images": list(rec.non_preferred),
+                "image_root": str(image_root),
             }
         else:
             raise ValueError(f"kind must be 'sft' or 'grpo', got {kind!r}")

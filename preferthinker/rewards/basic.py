@@ -1,0 +1,159 @@
+"""The basic rewards: accuracy, format, consistency, as plain functions in the shape of TRL's ``trl/rewards``.
+
+Each is ``fn(completions, **kwargs) -> list[float | None]``, usable as it is in ``GRPOTrainer(reward_funcs=...)``.
+``max_chars`` bounds the work a reward does on a runaway completion (longer ones score 0.0 unread).
+The classes at the end bind ``max_chars`` from the config and fix ``__name__`` (TRL's metric key
+``rewards/<__name__>/mean``) so the registry can hand out configured, picklable callables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from preferthinker.response import ANSWER_TAG
+from preferthinker.rewards.config import DEFAULT_MAX_CHARS, check_max_chars
+from preferthinker.rewards.inputs import MetricSink, blocks_exact, completion_text, parse_cached, read_label
+
+MetricFn = Callable[[str, float], None]
+
+
+def accuracy_reward(completions: Sequence[Any], solution: Sequence[Any] | None = None, log_metric: MetricFn | None = None,
+                    max_chars: int = DEFAULT_MAX_CHARS, **kwargs: Any) -> list[float | None]:
+    """1.0 when the single ``<answer>`` block names the labelled image, else 0.0; None for rows without a label.
+
+    Stricter than the released code in one way: the completion must hold exactly one ``<answer>`` block
+    (the released code reads the last one, so a model could hedge with several). ``kwargs``: TRL passes
+    every dataset column plus prompts, completion_ids, trainer_state, log_extra.
+
+    Example::
+
+        >>> accuracy_reward(["<answer>Image A</answer>", "<answer>Image A or Image B</answer>"],
+        ...                 solution=["Image A", "Image A"])
+        [1.0, 0.0]
+    """
+    if solution is None:
+        raise ValueError("the accuracy reward needs a 'solution' column ('Image A' / 'Image B') in the dataset")
+    labels = [read_label(s, i) for i, s in enumerate(solution)]
+    out: list[float | None] = []
+    readable: list[float] = []
+    for text, label in zip((completion_text(c) for c in completions), labels, strict=True):
+        if label is None:
+            out.append(None)  # nothing to compare with
+            continue
+        if len(text) > max_chars:
+            out.append(0.0)
+            readable.append(0.0)
+            continue
+        a = parse_cached(text)
+        ok = blocks_exact(a, ANSWER_TAG) and a.answer is not None
+        readable.append(float(ok))
+        out.append(1.0 if ok and a.answer == label else 0.0)
+    sink = MetricSink("accuracy", log_metric)
+    sink.mean("answer_accuracy", out)
+    sink.mean("answer_readable_rate", readable)
+    return out
+
+
+def format_reward(completions: Sequence[Any], log_metric: MetricFn | None = None, max_chars: int = DEFAULT_MAX_CHARS,
+                  **kwargs: Any) -> list[float | None]:
+    """1.0 when the completion is exactly the four-block contract (official ``re.fullmatch``) with every
+    block opened and closed once; else 0.0. Never None: every completion has a format.
+
+    Example::
+
+        >>> format_reward(["hello <answer>Image A</answer>"])
+        [0.0]
+    """
+    out: list[float | None] = []
+    official: list[float] = []
+    oversize: list[float] = []
+    for text in (completion_text(c) for c in completions):
+        big = len(text) > max_chars
+        oversize.append(float(big))
+        if big:
+            out.append(0.0)
+            official.append(0.0)
+            continue
+        a = parse_cached(text)
+        official.append(float(a.format_ok))
+        out.append(1.0 if a.format_ok and blocks_exact(a) else 0.0)
+    sink = MetricSink("format", log_metric)
+    sink.mean("format_rate", out)
+    sink.mean("official_regex_rate", official)  # > format_rate: the model is exploiting the loose regex
+    sink.mean("oversize_rate", oversize)
+    return out
+
+
+def consistency_reward(completions: Sequence[Any], log_metric: MetricFn | None = None, max_chars: int = DEFAULT_MAX_CHARS,
+                       **kwargs: Any) -> list[float | None]:
+    """1.0 when the per-element scores sum to the written totals and the answer names the larger total
+    (``Assessment.consistent``), with the think and answer blocks present once; else 0.0.
+    Beyond the paper (its CoT data is filtered for this); off in ``paper.yaml``.
+
+    Example::
+
+        >>> consistency_reward(["<answer>Image A</answer>"])
+        [0.0]
+    """
+    out: list[float | None] = []
+    for text in (completion_text(c) for c in completions):
+        if len(text) > max_chars:
+            out.append(0.0)
+            continue
+        a = parse_cached(text)
+        ok = a.consistent and blocks_exact(a, "think") and blocks_exact(a, ANSWER_TAG)
+        out.append(1.0 if ok else 0.0)
+    MetricSink("consistency", log_metric).mean("consistent_rate", out)
+    return out
+
+
+class Reward:
+    """Base of the configured reward callables: a fixed ``__name__`` (TRL logs ``rewards/<__name__>/mean|std``)
+    and plain attributes only, so instances pickle (multi-process data loaders, ``copy.deepcopy``)."""
+
+    name = "reward"
+
+    def __init__(self, max_chars: int = DEFAULT_MAX_CHARS):
+        check_max_chars(max_chars)
+        self.__name__ = self.name
+        self.max_chars = max_chars
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(max_chars={self.max_chars})"
+
+    def _texts(self, completions: Sequence[Any]) -> list[str]:
+        return [completion_text(c) for c in completions]
+
+
+class AccuracyReward(Reward):
+    """``accuracy_reward`` with a configured ``max_chars``.
+
+    Example::
+
+        >>> AccuracyReward()(["<answer>Image B</answer>"], solution=["Image B"])
+        [1.0]
+    """
+
+    name = "accuracy"
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        return accuracy_reward(completions, **{**kwargs, "max_chars": self.max_chars})
+
+
+class FormatReward(Reward):
+    """``format_reward`` with a configured ``max_chars``."""
+
+    name = "format"
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        return format_reward(completions, **{**kwargs, "max_chars": self.max_chars})
+
+
+class ConsistencyReward(Reward):
+    """``consistency_reward`` with a configured ``max_chars``."""
+
+    name = "consistency"
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        return consistency_reward(completions, **{**kwargs, "max_chars": self.max_chars})
