@@ -51,11 +51,19 @@ def run_id() -> str:
 
 
 def register_resolvers() -> None:
-    """Register ${run_id:} for the Hydra configs (idempotent)."""
+    """Register ${run_id:} and the structured schemas for the Hydra configs (idempotent).
+
+    The ``reward`` group's presets start from ``reward/schema``, the ``RewardConfig`` dataclass: every knob
+    exists with its one default, so ``reward.prediction.w_img=0.7`` overrides it without Hydra's ``+`` and a
+    misspelt key is refused by Hydra, naming it."""
+    from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
+
+    from preferthinker.rewards.config import RewardConfig
 
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", lambda: run_id(), use_cache=True)
+    ConfigStore.instance().store(group="reward", name="schema", node=RewardConfig)
 
 
 def setup_run(cfg: Any, name: str) -> Path:

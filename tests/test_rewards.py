@@ -243,6 +243,9 @@ def test_real_configs_build(name):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from preferthinker.runtime import register_resolvers
+
+    register_resolvers()  # as every entry point does: the presets start from reward/schema
     GlobalHydra.instance().clear()  # another test may have left Hydra initialised
     with initialize_config_dir(config_dir=os.path.abspath(CONFIGS), version_base="1.3"):
         cfg = compose(overrides=[f"+reward={name}"]).reward
@@ -570,3 +573,17 @@ def test_basic_rewards_are_plain_trl_functions():
     assert format_reward(conv, max_chars=100, **kw) == FormatReward(max_chars=100)(conv, **kw) == [0.0, 0.0, 0.0]
     with pytest.raises(ConfigError, match="max_chars must be a positive integer"):
         AccuracyReward(max_chars=0)
+
+
+def test_reward_knobs_override_without_plus_and_typos_are_refused():
+    """Presets start from reward/schema (the RewardConfig dataclass): a knob a preset does not state is
+    overridden as usual, with its default otherwise, and a misspelt key stops composition naming it."""
+    from hydra.errors import ConfigCompositionException
+
+    from tests.conftest import compose
+
+    cfg = compose("grpo", ["reward=acc_format", "reward.prediction.w_img=0.7"])
+    assert cfg.reward.prediction.w_img == 0.7 and cfg.reward.prediction.w_text == 0.5  # dataclass default
+    assert list(cfg.reward.names) == ["accuracy", "format"]
+    with pytest.raises(ConfigCompositionException, match="reward.prediction.w_imgg"):
+        compose("grpo", ["reward.prediction.w_imgg=0.7"])

@@ -2,8 +2,9 @@
 
 ``configs/reward/*.yaml`` state only what a preset chooses (names, weights, the image backend, the
 settings the preset exists for); every other value comes from the dataclasses below. Backends are built
-from these dataclasses too, so a default is written once. To change a knob that a preset does not
-state, add it with Hydra's ``+``: ``+reward.prediction.synthetic.size=32``.
+from these dataclasses too, so a default is written once. ``runtime.register_resolvers`` stores
+``RewardConfig`` as the Hydra config ``reward/schema`` that every preset starts from, so any knob is
+overridden as usual: ``reward.prediction.synthetic.size=32``.
 
 Every check raises ``ConfigError`` naming the key, the value and the fix, at start-up, before any model loads.
 """
