@@ -79,7 +79,7 @@ def build_tiny_model(
             folds into one LM token. Their product must be 28 (Qwen2.5-VL: 14 x 2), so that one LM token still
             covers 28x28 pixels and every pixel bound and token count stays the real model's; 7 x 4 gives the
             ViT 16 finer patches per token (reads single images sooner, but measured worse in the whole
-            pipeline, so not the tiny default: docs/results.md).
+            pipeline, so not the tiny default: docs/results.md, "What limits it").
         min_pixels, max_pixels: image-processor bounds on resized ``height * width``.
         word_tokens: domain terms the tokenizer keeps whole (see ``train_tokenizer``), e.g. the profile terms
             of the training data, so that a term is the same single id in a profile block and in a rationale.
