@@ -1,4 +1,4 @@
-# Sourced by the benchmarks/gpu_*.sh scripts (not run on its own): the lent GPU machine's environment.
+# Sourced by the benchmarks/gpu_*.sh and research/gpu_*.sh scripts (not run on its own): the lent GPU machine's environment.
 #   $OUT    folder whose files come back from the device tool (created; default /tmp/out)
 #   PYTHONPATH  /tmp/site (the carried wheels, unpacked there) + this checkout (+ $EXTRA_PYTHONPATH)
 #   say     echo with the seconds since the script started

@@ -29,27 +29,15 @@ def _call(script: str, overrides: list[str]) -> None:
                           f"re-run the same command with run_dir=<this run> to continue")
 
 
-def ablation_table(results: dict, rows: list[str]) -> str:
-    """Markdown: accuracy % [95 % CI] and profile similarity (Pred) per subset, one row per system."""
-    from preferthinker.evaluation.report import SUBSET_ALIASES, SUBSET_ORDER, systems_of
+# Rows of the ablation table, paper order; the eval stage keys SFT+RL as SFT_RL (Hydra keys cannot hold '+')
+ABLATION_ROWS = ("Random", "Pixel-statistics baseline", "Base model", "SFT", "SFT_RL", "SFT+RL+PR")
 
-    systems = systems_of(results)
-    subsets = [s for s in SUBSET_ORDER if any(s in v for v in systems.values())]
-    head = "| system | " + " | ".join(f"{SUBSET_ALIASES.get(s, s)} acc [95% CI] | Pred" for s in subsets) + " | avg acc |"
-    lines = [head, "|" + "---|" * (2 * len(subsets) + 2)]
-    for name in rows:
-        if name not in systems:
-            continue
-        cells, accs = [], []
-        for s in subsets:
-            m = systems[name].get(s) or {}
-            acc, ci, pred = m.get("accuracy"), m.get("ci95"), m.get("pred_similarity")
-            accs += [acc] if acc is not None else []
-            cells.append(f"{100 * acc:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if acc is not None and ci else "-")
-            cells.append(f"{pred:.1f}" if isinstance(pred, (int, float)) else "-")
-        avg = f"{100 * sum(accs) / len(accs):.1f}" if accs else "-"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg} |")
-    return "\n".join(lines)
+
+def ablation_table(results: dict) -> str:
+    """Markdown: accuracy % [95 % CI] and profile similarity (Pred) per subset, one row per ablation system."""
+    from preferthinker.evaluation.report import markdown_table, systems_of
+
+    return markdown_table(systems_of(results), systems=ABLATION_ROWS, names={"SFT_RL": "SFT+RL"}, with_pred=True)
 
 
 def _check_data_size(data_dir: Path, size: int | None) -> None:
@@ -169,9 +157,8 @@ def run(cfg: DictConfig) -> dict:
     res_file = d["eval"] / "results.json"
     if res_file.is_file():
         results = json.loads(res_file.read_text())
-        table = ablation_table(results, ["Random", "Pixel-statistics baseline", "Base model", "SFT", "SFT_RL", "SFT+RL+PR"])
-        table = table.replace("| SFT_RL |", "| SFT+RL |")
-        (run_dir / "ablation.md").write_text(table + "\n")
+        table = ablation_table(results)
+        (run_dir / "ablation.md").write_text(table)
         summary["ablation_table"] = str(run_dir / "ablation.md")
         print("\nAccuracy (%) with 95 % bootstrap CI over users, and profile similarity Pred (x100), per held-out subset:\n")
         print(table)

@@ -16,7 +16,6 @@ Two prompt styles:
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -102,23 +101,25 @@ def system_prompt(style: str = "official") -> str | None:
 
 
 def smart_resize_dims(height: int, width: int, min_pixels: int, max_pixels: int, factor: int = IMAGE_FACTOR) -> tuple[int, int]:
-    """Qwen2.5-VL's resize rule: sides multiples of ``factor``, area within [min_pixels, max_pixels],
-    aspect ratio kept as closely as those allow (same arithmetic as qwen-vl-utils' ``smart_resize``)."""
+    """Qwen2.5-VL's resize rule, computed by qwen-vl-utils' own ``smart_resize``: sides multiples of
+    ``factor``, area within [min_pixels, max_pixels], aspect ratio kept as closely as those allow.
+
+    Around it: bad sizes raise ``ImageLoadError`` (qwen-vl-utils divides by zero on an empty side and
+    raises a bare ValueError past its 200:1 ratio), and no side drops below ``factor``: qwen-vl-utils
+    floors a very thin side to 0 when it shrinks to ``max_pixels``, where the transformers image
+    processor keeps one ``factor``; we keep what the processor will compute, so it never resizes again.
+    """
+    # qwen_vl_utils imports torch and torchvision: load it on first use so `import preferthinker` stays cheap.
+    from qwen_vl_utils import smart_resize
+
     if min(height, width) <= 0:
         raise ImageLoadError(f"image has an empty side ({width}x{height})")
     if max(height, width) / min(height, width) > 200:
         raise ImageLoadError(f"aspect ratio {max(height, width) / min(height, width):.0f} exceeds 200")
-    h = max(factor, round(height / factor) * factor)
-    w = max(factor, round(width / factor) * factor)
-    if h * w > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h = max(factor, math.floor(height / beta / factor) * factor)
-        w = max(factor, math.floor(width / beta / factor) * factor)
-    elif h * w < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h = math.ceil(height * beta / factor) * factor
-        w = math.ceil(width * beta / factor) * factor
-    return h, w
+    if max_pixels < min_pixels:
+        raise ValueError(f"max_pixels={max_pixels} must be >= min_pixels={min_pixels}")
+    h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    return max(factor, h), max(factor, w)
 
 
 def load_image(

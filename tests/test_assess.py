@@ -215,6 +215,7 @@ def test_rank_candidate_count_errors(assessor, user):
 # rank: consistency with assess on the real model (greedy decoding is deterministic)
 
 
+@pytest.mark.slow
 def test_rank_pairwise_records_equal_separate_assess_calls(assessor, user):
     cands = [user["good"], user["bad"], user["other"]]
     ranking = assessor.rank(user["liked"], user["disliked"], cands)

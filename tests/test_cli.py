@@ -85,6 +85,7 @@ def test_assess_readable(capsys, ckpt, folders):
         assert text in out, out
 
 
+@pytest.mark.slow
 def test_assess_json_via_console_script(ckpt, folders):
     exe = Path(sys.executable).with_name("preferthinker")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "preferthinker.cli"]
@@ -221,6 +222,7 @@ def test_validate_data_ok_and_first_error(capsys, mini_data, tmp_path):
     assert_one_line_error(code, err, r"broken\.json: record 3")
 
 
+@pytest.mark.slow
 def test_python_dash_m_entry_point(mini_data):
     proc = subprocess.run([sys.executable, "-m", "preferthinker.cli", "validate-data", str(mini_data / "data" / "SP_OD" / "SP_OD.json")],
                           capture_output=True, text=True, timeout=120, cwd=REPO)

@@ -19,6 +19,7 @@ def _eval_over(mini_data, model, run_dir, *extra):
             "generation.batch_size=4", "metrics.n_boot=200", "systems=[model,random]", "data.eval_subsets=[SP_ID,SP_OD]", *extra]
 
 
+@pytest.mark.slow
 def test_eval_writes_every_metric(mini_data, tiny_model, tmp_path):
     from preferthinker.evaluation.run import run
 
@@ -38,6 +39,7 @@ def test_eval_writes_every_metric(mini_data, tiny_model, tmp_path):
     assert on_disk["subsets"]["SP_ID"]["accuracy"] == res["subsets"]["SP_ID"]["accuracy"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("penalty", [1.0, 1.3])
 def test_fast_engine_writes_the_same_responses_as_generate(mini_data, sft_model, tmp_path, penalty):
     """engine=fast (static-cache greedy, FastRollout) and engine=hf (model.generate) agree sample by sample (fp32),
@@ -56,6 +58,7 @@ def test_fast_engine_writes_the_same_responses_as_generate(mini_data, sft_model,
     assert any(len(t) > 20 for t in raws["hf"].values())  # real text, not empty strings
 
 
+@pytest.mark.slow
 def test_resume_skips_scored_samples(mini_data, tiny_model, tmp_path):
     from preferthinker.evaluation.run import run
 
@@ -69,6 +72,7 @@ def test_resume_skips_scored_samples(mini_data, tiny_model, tmp_path):
     assert second["subsets"]["SP_ID"]["accuracy"] == first["subsets"]["SP_ID"]["accuracy"]
 
 
+@pytest.mark.slow
 def test_corrupt_sample_is_counted_not_fatal(mini_data, tiny_model, tmp_path):
     from preferthinker.evaluation.run import run
 
@@ -106,6 +110,7 @@ def test_sharded_run_matches_single_process(mini_data, tiny_model, tmp_path):
     assert r1["subsets"] == r2["subsets"] and r2["world_size"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "over, message",
     [
@@ -123,6 +128,7 @@ def test_bad_input_gives_one_clear_message(mini_data, tiny_model, tmp_path, over
     assert message in out.stderr and "Traceback" not in out.stderr, out.stderr[-1500:]
 
 
+@pytest.mark.slow
 def test_malformed_bench_json_is_a_clear_error(mini_data, tiny_model, tmp_path):
     data = tmp_path / "bench"
     shutil.copytree(mini_data / "data", data / "data")

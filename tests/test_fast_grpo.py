@@ -49,6 +49,7 @@ def _trainer(tiny_model, mini_data, tmp_path, *, fast=True, peft=False, **cfg_kw
     )
 
 
+@pytest.mark.slow
 def test_two_grpo_steps_with_the_fast_path(tiny_model, mini_data, tmp_path):
     tr = _trainer(tiny_model, mini_data, tmp_path)
     before = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}

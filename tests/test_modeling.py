@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from preferthinker import modeling
+from preferthinker.modeling.tiny import _mrope_section
 from preferthinker.modeling import (
     FORMAT_TAGS,
     QWEN2_5_VL_CHAT_TEMPLATE,
@@ -277,8 +278,10 @@ def test_reload_and_generate_with_twelve_images(tiny_dir):
     assert grid[0].tolist() == [1, 4, 4]
     n_image_tokens = int((inputs["input_ids"] == model.config.image_token_id).sum())
     assert n_image_tokens == int(grid.prod(-1).sum()) // 4
-    # Odd sizes are resized to multiples of 28 near the 56x56 budget: 100x80 -> 56x28 = 2 tokens, 37x121 -> 28x112.
-    assert (grid.prod(-1) // 4 >= 1).all()
+    # Odd sizes are resized to multiples of 28 near the 56x56 budget (W x H): the tenth image, 100x80, shrinks to
+    # 56x28 = a 2x4 patch grid = 2 tokens; Image B, 37x121, rounds to 28x112 = 8x2 patches = 4 tokens.
+    assert grid.tolist() == [[1, 4, 4]] * 9 + [[1, 2, 4], [1, 4, 4], [1, 8, 2]]
+    assert (grid.prod(-1) // 4).tolist() == [4] * 9 + [2, 4, 4]
 
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
@@ -345,8 +348,8 @@ def test_build_mismatches_names_each_changed_size(tmp_path):
 
 
 def test_mrope_section_matches_qwen_for_real_head_dim():
-    assert modeling._mrope_section(128) == [16, 24, 24]
-    assert sum(modeling._mrope_section(32)) == 16
+    assert _mrope_section(128) == [16, 24, 24]
+    assert sum(_mrope_section(32)) == 16
 
 
 # ------------------------------------------------------------------------------------------------

@@ -159,6 +159,7 @@ def test_suppressed_token_never_sampled_and_model_state_restored(setup):
     model.train(was)
 
 
+@pytest.mark.slow
 def test_compiled_decode_step_is_one_graph_and_exact(setup, monkeypatch):
     """The step that CUDA runs under ``torch.compile(mode="reduce-overhead")`` traces as a single graph (dynamo,
     ``fullgraph=True``; eager backend here, so no compiler is needed) and samples exactly what the plain step does."""

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pyflakes  # noqa: F401  (a [dev] dependency: without it the check below would find nothing and pass)
+import pytest
 
 from tests.conftest import REPO
 
@@ -13,6 +14,7 @@ from tests.conftest import REPO
 ALLOWED = ("undefined name 'FastGRPOTrainer' in __all__",)
 
 
+@pytest.mark.slow
 def test_no_undefined_names():
     proc = subprocess.run([sys.executable, "-m", "pyflakes", "preferthinker", "scripts", "benchmarks"],
                           capture_output=True, text=True, cwd=REPO)

@@ -298,6 +298,7 @@ def test_layout_and_round_trip_through_official_loaders(dataset, tmp_path):
     assert (out / "vocabulary.yaml").read_text() == load_vocabulary().source
 
 
+@pytest.mark.slow
 def test_same_bytes_for_same_seed_any_workers(dataset, tmp_path):
     out, _ = dataset
     out2 = tmp_path / "again"
@@ -390,6 +391,7 @@ def test_config_validation(tmp_path, override, match):
         validate_config(cfg)
 
 
+@pytest.mark.slow
 def test_hydra_entry_point(tmp_path):
     out = tmp_path / "h"
     args = [sys.executable, str(REPO / "scripts" / "make_data.py"), f"out_dir={out}", f"run_dir={tmp_path / 'run'}", "progress=false",

@@ -23,6 +23,7 @@ def _grpo_overrides(mini_data, tiny_model, run_dir, **extra):
     return train_overrides(mini_data, tiny_model, run_dir, **base)
 
 
+@pytest.mark.slow
 def test_grpo_updates_policy_and_logs_each_reward(mini_data, tiny_model, tmp_path):
     from safetensors.torch import load_file
 
@@ -78,6 +79,7 @@ def test_grpo_deepspeed_two_processes(mini_data, tiny_model, tmp_path, stage):
     assert res["global_step"] == 2
 
 
+@pytest.mark.slow
 def test_grpo_resume_after_kill_matches_uninterrupted_run(mini_data, sft_model, tmp_path):
     """SIGKILL after step 3 (checkpoint-2 on disk), re-run the same command: the run resumes from checkpoint-2
     (weights, optimizer, RNG: the sampled completions follow the restored torch RNG) and ends with the weights of

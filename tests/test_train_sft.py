@@ -77,6 +77,7 @@ def test_too_long_sample_is_an_error_not_a_truncation(mini_data, tiny_model):
                        kind="sft", processor=processor, max_length=50, source="sft.jsonl")
 
 
+@pytest.mark.slow
 def test_sft_run_trains_saves_and_reloads(mini_data, tiny_model, tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -97,6 +98,7 @@ def test_sft_run_trains_saves_and_reloads(mini_data, tiny_model, tmp_path):
         assert (tmp_path / "run" / f).is_file(), f
 
 
+@pytest.mark.slow
 def test_vision_learning_rate_trains_the_vision_tower_at_its_own_rate(mini_data, tiny_model, tmp_path):
     """vision_learning_rate puts patch embedding, ViT blocks and merger in optimizer groups of their own: at 1e-9
     against 1e-2 for the rest, three Adam steps leave the vision tower where it was and move the language model."""
@@ -151,6 +153,7 @@ def _sft_cmd(mini_data, tiny_model, run_dir, *extra, launcher=None):
     return (launcher or [sys.executable]) + [str(REPO / "scripts" / "train_sft.py"), *over, *extra]
 
 
+@pytest.mark.slow
 def test_alignment_stage_and_curriculum(mini_data, tiny_model, tmp_path):
     """data.align_schedule=only trains on single-image rows alone (the pipeline's vision-alignment stage) or on
     text-only check rows alone (its check drill); first puts every alignment row before the CoT rows; mixed batches
@@ -195,6 +198,7 @@ def test_alignment_stage_and_curriculum(mini_data, tiny_model, tmp_path):
         run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad2", **{"data.align_schedule": "later"})))
 
 
+@pytest.mark.slow
 def test_resume_after_kill_continues_with_same_data_order(mini_data, tiny_model, tmp_path):
     from safetensors.torch import load_file
 

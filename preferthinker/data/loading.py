@@ -75,14 +75,34 @@ def content_seed(rec: PreferenceRecord) -> int:
     return int(seed) if seed is not None else zlib.crc32(rec.preferred[0].encode("utf-8"))
 
 
+def image_token_counts(processor: Any, images: Sequence[Image.Image]) -> list[int]:
+    """LM tokens each image expands to, as the processor itself will count them.
+
+    The image processor's ``get_number_of_image_patches`` gives the ViT patch grid it will build
+    (``image_grid_thw`` rows' h*w, for the sizes it resizes to), and its merger folds ``merge_size**2``
+    patches into one LM token. Asking the processor (rather than assuming 14-pixel patches) keeps the
+    count right for any patch build: 14x2 and the tiny 7x4 both give one token per 28x28 pixels.
+    Processors without that method are run on the images and their ``image_grid_thw`` is read.
+    """
+    if not images:
+        return []
+    image_processor = processor.image_processor
+    merge = int(image_processor.merge_size)
+    if hasattr(image_processor, "get_number_of_image_patches"):
+        patches = [int(image_processor.get_number_of_image_patches(im.height, im.width)) for im in images]
+    else:
+        grid = image_processor(images=list(images), return_tensors="pt")["image_grid_thw"]
+        patches = [int(row[1]) * int(row[2]) for row in grid]
+    return [p // (merge * merge) for p in patches]
+
+
 def _prompt_tokens(processor: Any, messages: list[dict], images: Sequence[Image.Image], completion: str | None) -> int:
     """Exact sequence length the model will see: template tokens + image tokens (+ response)."""
     tok = processor.tokenizer
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     n = len(tok(text, add_special_tokens=False)["input_ids"])
-    merge = getattr(processor.image_processor, "merge_size", 2)
-    for im in images:  # each <|image_pad|> expands to (h/28)*(w/28) tokens
-        n += (im.height // (14 * merge)) * (im.width // (14 * merge)) - 1
+    # each <|image_pad|> in the template text expands to that image's tokens
+    n += sum(image_token_counts(processor, images)) - len(images)
     if completion is not None:
         n += len(tok(completion + "<|im_end|>\n", add_special_tokens=False)["input_ids"])
     return n

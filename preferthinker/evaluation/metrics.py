@@ -62,9 +62,9 @@ from typing import Any
 import numpy as np
 
 from preferthinker.profile import ELEMENTS
+from preferthinker.response import ANSWERS
 
 __all__ = [
-    "ANSWERS",
     "DEFAULT_MARGIN_BINS",
     "accuracy_by_margin",
     "cluster_bootstrap",
@@ -75,7 +75,6 @@ __all__ = [
     "wilson_interval",
 ]
 
-ANSWERS = ("Image A", "Image B")
 _FLIP = {"Image A": "Image B", "Image B": "Image A"}
 # Lower edges of the |total_a - total_b| bins: [0,1) [1,2) [2,3) [3,5) [5,8) [8,inf).
 DEFAULT_MARGIN_BINS: tuple[int, ...] = (0, 1, 2, 3, 5, 8)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,21 +113,42 @@ def _acc_cell(metrics: Mapping[str, Any] | None) -> str:
     return cell
 
 
-def markdown_table(rows: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
+def markdown_table(
+    rows: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    *,
+    systems: Sequence[str] | None = None,
+    names: Mapping[str, str] | None = None,
+    with_pred: bool = False,
+) -> str:
     """Paper-style accuracy table: one row per system, a column per subset plus ``Avg.``.
 
     Cells are accuracy in % with one decimal and the 95% CI in brackets. ``Avg.`` is the unweighted
     mean over the subsets the system has; it is starred when the system lacks some columns.
+
+    Args:
+        rows: ``{system: {subset: metrics}}`` (``systems_of(results)``).
+        systems: which systems, in this order (names absent from ``rows`` are skipped); default all.
+        names: display names for some systems (Hydra keys cannot hold ``+``: ``{"SFT_RL": "SFT+RL"}``).
+        with_pred: add a ``Pred`` column after each subset: the profile similarity (``pred_similarity``,
+            x100) of the ablation table.
     """
-    subsets = _ordered_subsets(rows)
-    header = ["System", *subsets, "Avg."]
+    order = [s for s in (systems if systems is not None else rows) if s in rows]
+    subsets = _ordered_subsets({s: rows[s] for s in order})
+    header = ["System"]
+    for s in subsets:
+        header += [s, "Pred"] if with_pred else [s]
+    header.append("Avg.")
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    for system, per_subset in rows.items():
-        cells = [str(system)]
+    for system in order:
+        per_subset = rows[system]
+        cells = [str((names or {}).get(system, system))]
         accs = []
         for s in subsets:
             m = per_subset.get(s)
             cells.append(_acc_cell(m))
+            if with_pred:
+                pred = (m or {}).get("pred_similarity")
+                cells.append(f"{pred:.1f}" if isinstance(pred, (int, float)) and math.isfinite(pred) else "–")
             if m and m.get("accuracy") is not None:
                 accs.append(float(m["accuracy"]))
         avg = "–"

@@ -7,10 +7,10 @@ reference per side of each training record), and reports per-element accuracy on
 It separates "the ViT cannot form the feature" from "the language model does not read it out" (compare
 ``vision_probe.py``, the same question through the whole model) and tests curricula:
 
-    python benchmarks/vit_probe.py --data data/synthetic112 --image-size 112 --elements Detail --lr 5e-4      # Detail alone
-    python benchmarks/vit_probe.py --data data/synthetic112 --image-size 112 --lr 5e-4                        # all five at once
-    python benchmarks/vit_probe.py --data data/synthetic112 --image-size 112 --lr 5e-4 --first-only Detail --first-steps 300
-    python benchmarks/vit_probe.py --data data/synthetic112 --image-size 112 --lr 5e-4 --steps 1400 \
+    python research/vit_probe.py --data data/synthetic112 --image-size 112 --elements Detail --lr 5e-4      # Detail alone
+    python research/vit_probe.py --data data/synthetic112 --image-size 112 --lr 5e-4                        # all five at once
+    python research/vit_probe.py --data data/synthetic112 --image-size 112 --lr 5e-4 --first-only Detail --first-steps 300
+    python research/vit_probe.py --data data/synthetic112 --image-size 112 --lr 5e-4 --steps 1400 \
         --first-only "Art Styles,Detail" --first-steps 800                                               # two hard ones first
 
 Prints one JSON line per evaluation and a final JSON line (``--json`` also writes it to a file).

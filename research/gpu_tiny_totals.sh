@@ -13,12 +13,12 @@
 # A run that its time limit stops leaves its newest checkpoint, which is evaluated instead (the log says so).
 # Needs (carried): .whl (trl, datasets, hydra, transformers 5.24 ... see benchmarks/README.md),
 #   outputs/exp/main9_cot_totals/final, outputs/pipeline/main9_112/checks/final.
-# Usage on the lent machine:  bash benchmarks/gpu_tiny_totals.sh [EPOCHS_A=2] [EPOCHS_B=3] [TRAIN_S=450]
+# Usage on the lent machine:  bash research/gpu_tiny_totals.sh [EPOCHS_A=2] [EPOCHS_B=3] [TRAIN_S=450]
 set -uo pipefail
 EA=${1:-2}
 EB=${2:-3}
 TRAIN_S=${3:-450}
-source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"   # $OUT, PYTHONPATH, say
+source "$(dirname "${BASH_SOURCE[0]}")/../benchmarks/gpu_env.sh"   # $OUT, PYTHONPATH, say
 D=/tmp/syn112
 python3 scripts/make_data.py out_dir=$D run_dir=/tmp/syn112_run image_size=112 workers=12 contact_sheets=false progress=false \
   > "$OUT/make_data.log" 2>&1 || { tail -20 "$OUT/make_data.log"; exit 1; }

@@ -7,9 +7,9 @@ candidates) every ``--eval-every`` steps. It isolates the question the SFT defau
 vision tower, trained from scratch in a few CPU minutes, tell the terms apart at all, and which sizes
 (ViT depth/width, patch size, image side) make it learn faster per second of CPU.
 
-    python benchmarks/vision_probe.py --steps 300                         # the default tiny sizes
-    python benchmarks/vision_probe.py --steps 300 --vision-depth 4 --vision-hidden 128 --patch 7 --merge 4
-    python benchmarks/vision_probe.py --init outputs/pipeline/main5/align/final --steps 0   # measure a checkpoint
+    python research/vision_probe.py --steps 300                         # the default tiny sizes
+    python research/vision_probe.py --steps 300 --vision-depth 4 --vision-hidden 128 --patch 7 --merge 4
+    python research/vision_probe.py --init outputs/pipeline/main5/align/final --steps 0   # measure a checkpoint
 
 Prints one line per evaluation and a final JSON line (``--json`` also writes it to a file).
 """

@@ -13,8 +13,8 @@ on synthetic data, which carries the true per-element scores) and reports, per s
 So ``own 5`` is what perfect adding-up and answering would reach with the scores the model wrote, and the
 ``own + true <E>`` columns say how much reading element E right would add.
 
-    python benchmarks/score_consistency.py outputs/eval/<run>/predictions/model
-    python benchmarks/score_consistency.py RUN_A/predictions/model RUN_B/predictions/model --elements Detail "Art Styles"
+    python research/score_consistency.py outputs/eval/<run>/predictions/model
+    python research/score_consistency.py RUN_A/predictions/model RUN_B/predictions/model --elements Detail "Art Styles"
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Issue 4: which settings make the tiny language model learn the matching step in fewer steps? Runs
-# benchmarks/match_probe.py (text only, describe_candidates=sections responses) in parallel on the lent GPU
+# research/match_probe.py (text only, describe_candidates=sections responses) in parallel on the lent GPU
 # over learning rate, batch, depth and heads, plus the dense per-section rows, and prints each curve.
 # Usage on the lent machine (wheels carried in .whl/, see benchmarks/README.md):
-#   bash benchmarks/gpu_match_sweep.sh [STEPS=2000]   -> $OUT/sweep_<name>.json
+#   bash research/gpu_match_sweep.sh [STEPS=2000]   -> $OUT/sweep_<name>.json
 set -uo pipefail
 STEPS=${1:-2000}
-source "$(dirname "${BASH_SOURCE[0]}")/gpu_env.sh"   # $OUT, PYTHONPATH, say
+source "$(dirname "${BASH_SOURCE[0]}")/../benchmarks/gpu_env.sh"   # $OUT, PYTHONPATH, say
 python3 scripts/make_data.py out_dir=/tmp/syn run_dir=/tmp/syn_run describe_candidates=sections workers=12 users.SP_ID=10 \
   users.SP_OD=10 users.MP_ID=10 users.MP_OD=10 contact_sheets=false progress=false > "$OUT/make_data.log" 2>&1 || { tail -20 "$OUT/make_data.log"; exit 1; }
 say "data made"
@@ -22,7 +22,7 @@ PY
 say "models built"
 run() {  # name model extra-args...
   local name=$1 model=$2; shift 2
-  timeout 300 python3 benchmarks/match_probe.py --model /tmp/tiny_$model --data /tmp/syn/train/sft.jsonl --steps $STEPS \
+  timeout 300 python3 research/match_probe.py --model /tmp/tiny_$model --data /tmp/syn/train/sft.jsonl --steps $STEPS \
     --eval-every 250 --device cuda --json "$OUT/sweep_$name.json" "$@" > "$OUT/sweep_$name.log" 2>&1 &
 }
 run lr2e-3 base --lr 2e-3

@@ -17,8 +17,8 @@ plus, for the scores, the distribution of predicted digits (a model that writes 
 once). Teacher forcing isolates each step: every span is predicted from a correct prefix, so a low
 ``score`` accuracy means the matching step is not learnt even when the terms are right.
 
-    python benchmarks/cot_probe.py outputs/sft/<run>/final                       # 64 held-out training users
-    python benchmarks/cot_probe.py outputs/sft/<run>/final --data data/synthetic/train/sft.jsonl --n 64 --json out.json
+    python research/cot_probe.py outputs/sft/<run>/final                       # 64 held-out training users
+    python research/cot_probe.py outputs/sft/<run>/final --data data/synthetic/train/sft.jsonl --n 64 --json out.json
 
 The samples are the first ``--n`` records of the file: with the default ``data.val_samples=64`` these are the
 users the SFT run held back for its eval loss.

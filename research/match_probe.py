@@ -8,9 +8,9 @@ PyTorch loop, and reports the teacher-forced accuracy of the score digits and th
 responses every ``--eval-every`` steps. It separates "the model cannot learn to compare terms" from "the
 vision is wrong" and from "the CoT stage is too short".
 
-    python benchmarks/match_probe.py --model outputs/models/tiny-qwen2_5_vl --steps 600
-    python benchmarks/match_probe.py --model outputs/models/tiny-qwen2_5_vl --steps 600 --lr 1e-3 --batch 32
-    python benchmarks/match_probe.py --sections-only --eval-sections --steps 2000   # the check drill: ~60-token rows
+    python research/match_probe.py --model outputs/models/tiny-qwen2_5_vl --steps 600
+    python research/match_probe.py --model outputs/models/tiny-qwen2_5_vl --steps 600 --lr 1e-3 --batch 32
+    python research/match_probe.py --sections-only --eval-sections --steps 2000   # the check drill: ~60-token rows
 
 ``check`` is the yes/no of a ``describe_candidates=checks`` note; ``score`` the per-element score digits.
 
@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.cot_probe import spans  # noqa: E402
+from research.cot_probe import spans  # noqa: E402
 from preferthinker.data.loading import image_root_for, section_chunks  # noqa: E402
 from preferthinker.data.schema import load_train_jsonl  # noqa: E402
 from preferthinker.modeling import load_model_and_processor  # noqa: E402
