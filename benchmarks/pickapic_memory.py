@@ -2,8 +2,10 @@
 
 Writes a Pick-a-Pic v2-shaped export (HF layout ``data/train-NNNNN-of-NNNNN.parquet``, real column names,
 JPEG bytes in ``jpg_0``/``jpg_1``, large row groups) of about ``--gb`` GB under ``--work``, runs
-``python -m preferthinker.data.pickapic`` on it in a child process and reports the child's peak RSS
-(``getrusage(RUSAGE_CHILDREN).ru_maxrss``), the wall time and what was built. The export is deleted
+``python -m preferthinker.data.pickapic`` on it under ``/usr/bin/time`` and reports the builder's peak RSS
+(GNU time's ``%M``: the exec'd builder alone; ``getrusage(RUSAGE_CHILDREN)`` in this process would also count
+the RSS a forked child inherits from its parent), the wall time and what was built. The export is generated
+in a child process of its own, so this process stays small. The export is deleted
 afterwards unless ``--keep``.
 
 Every image is unique (a noise JPEG from a small pool with a unique tail after its end marker, which
@@ -17,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -25,9 +26,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from preferthinker.data.pickapic_fixture import rows_for_size, write_export  # noqa: E402
 
 
 def main() -> int:
@@ -41,20 +40,25 @@ def main() -> int:
     export, out = work / "export", work / "out"
     if work.exists():
         shutil.rmtree(work)
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t = time.time()
-    info = write_export(export, rows_for_size(args.gb))
+    gen = subprocess.run([sys.executable, "-c", "import json, sys; from pathlib import Path; "
+                          "from preferthinker.data.pickapic_fixture import rows_for_size, write_export; "
+                          f"print(json.dumps(write_export(Path(sys.argv[1]), rows_for_size({args.gb}))))", str(export)],
+                         env=env, capture_output=True, text=True, check=True)
+    info = json.loads(gen.stdout.strip().splitlines()[-1])
     info["generate_s"] = round(time.time() - t, 1)
     info["row_group_mb"] = round(info["bytes"] / info["rows"] * info["row_group_rows"] / 1e6)
     print(f"export: {info['bytes'] / 1e9:.2f} GB, {info['rows']} rows, {info['users']} users, {info['shards']} shards, "
           f"row groups of {info['row_group_rows']} rows (~{info['row_group_mb']} MB) in {info['generate_s']} s", flush=True)
-    cmd = [sys.executable, "-m", "preferthinker.data.pickapic", "--input", str(export), "--out", str(out), "--split", "train"]
+    rss_file = work / "peak_rss_kb"
+    cmd = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), sys.executable, "-m", "preferthinker.data.pickapic", "--input", str(export), "--out", str(out), "--split", "train"]
     if args.max_users:
         cmd += ["--max-users", str(args.max_users)]
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t = time.time()
     run = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.time() - t
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: kilobytes
+    peak_kb = int(rss_file.read_text().strip().splitlines()[-1])  # GNU time %M: kilobytes
     print(run.stdout.strip(), run.stderr.strip()[-2000:], sep="\n")
     if run.returncode != 0:
         return run.returncode

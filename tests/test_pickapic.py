@@ -339,7 +339,7 @@ def test_images_stream_from_large_row_groups_in_small_batches(fixture_rows, tmp_
 
     def spy(self, *a, **kw):
         for batch in original(self, *a, **kw):
-            if "jpg_0" in batch.schema.names:
+            if any(name.startswith("jpg_") for name in batch.schema.names):
                 seen.append(batch.num_rows)
             yield batch
 
@@ -353,4 +353,4 @@ def test_images_stream_from_large_row_groups_in_small_batches(fixture_rows, tmp_
     pq.write_table(table, path, row_group_size=len(rows))  # group 0: the real rows, group 1: rows nobody wants
     s = build_pickapic_benchmark(path, tmp_path / "out", n_refs=K)
     assert s["users"] == 2 and seen and max(seen) <= 4
-    assert sum(seen) <= len(rows) * s["selection_rounds"]  # group 1's bytes were never read
+    assert sum(seen) <= 2 * len(rows) * s["selection_rounds"]  # one column at a time; group 1's bytes were never read

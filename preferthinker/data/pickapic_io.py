@@ -250,18 +250,21 @@ def stream_images(byte_files: Sequence[Path], wanted: set[str], writer: ImageWri
             try:
                 for g in range(pf.num_row_groups):
                     uids = pf.read_row_group(g, columns=list(_UID_COLUMNS))
-                    present = {_uid(u) for col in _UID_COLUMNS for u in uids.column(col).to_pylist()}
-                    if not present & remaining:
-                        continue
-                    for batch in pf.iter_batches(batch_size=IMAGE_BATCH, row_groups=[g], columns=[*_UID_COLUMNS, *IMAGE_COLUMNS]):
-                        for r in batch.to_pylist():
-                            for side in (0, 1):
-                                uid = _uid(r[f"image_{side}_uid"])
+                    for side in (0, 1):
+                        # one image column at a time: the Parquet reader holds about two decoded column chunks of
+                        # the group at once whatever the batch size (measured, docs/benchmarks.md), so reading
+                        # jpg_0 and jpg_1 together doubled the peak
+                        col = f"image_{side}_uid"
+                        if not {_uid(u) for u in uids.column(col).to_pylist()} & remaining:
+                            continue
+                        for batch in pf.iter_batches(batch_size=IMAGE_BATCH, row_groups=[g], columns=[col, f"jpg_{side}"]):
+                            for r in batch.to_pylist():
+                                uid = _uid(r[col])
                                 if uid in remaining:
                                     writer.offer(uid, to_bytes(r.get(f"jpg_{side}")))
                                     if writer.good(uid):
                                         remaining.discard(uid)
-                        del batch
+                            del batch
             except ValueError:
                 raise
             except Exception as exc:
