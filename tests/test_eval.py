@@ -219,3 +219,23 @@ def test_vision_ids_reach_the_generator(mini_data, tiny_model):
         texts.append(processor.tokenizer.decode(enc["input_ids"][0]))
     n = len(images)
     assert texts[0].count("Picture ") == n and f"Picture {n}: <|vision_start|>" in texts[0] and "Picture" not in texts[1]
+
+
+@pytest.mark.parametrize("over, message", [(["bench.max_error_rate=2"], "bench.max_error_rate"),
+                                           (["prompt.style=fancy"], "prompt.style"), (["prompt.system=loud"], "prompt.system")])
+def test_bad_gate_and_prompt_overrides_are_named(over, message):
+    from preferthinker.evaluation.run import validate
+    from preferthinker.runtime import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        validate(compose("eval", over))
+
+
+def test_image_root_that_is_not_a_folder_is_named(mini_data, tmp_path):
+    from preferthinker.evaluation.run import load_subsets
+    from preferthinker.runtime import ConfigError
+
+    with pytest.raises(ConfigError, match=r"bench.image_root=.*nowhere/SP_ID is not a folder \(subset SP_ID\)"):
+        load_subsets(str(mini_data), ["SP_ID"], None, str(tmp_path / "nowhere" / "{subset}"))
+    recs, root = load_subsets(str(mini_data), ["SP_ID"], 3, str(mini_data / "data" / "{subset}" / "images"))["SP_ID"]
+    assert len(recs) == 3 and root == mini_data / "data" / "SP_ID" / "images"
