@@ -106,7 +106,7 @@ def resolve_image(root: str | os.PathLike, rel: str, *, file: Any = None, index:
     if not isinstance(rel, str) or not rel.strip():
         raise SchemaError(file, index, fld, f"image path must be a non-empty string, got {rel!r}")
     norm = os.path.normpath(rel.replace("\\", "/"))
-    if os.path.isabs(rel) or norm == os.pardir or norm.startswith(os.pardir + os.sep) or rel.startswith("~"):
+    if os.path.isabs(rel) or norm == os.pardir or norm.startswith(os.pardir + os.sep):
         raise SchemaError(file, index, fld, f"image path {rel!r} resolves outside the image root {Path(root)} "
                                             f"(record paths must be relative and stay below the root)")
     target = Path(root) / norm
