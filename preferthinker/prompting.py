@@ -7,15 +7,21 @@ Images are loaded and resized here, once, with the Qwen2.5-VL convention (``smar
 sides multiples of 28, pixel count within [min_pixels, max_pixels]), so training, evaluation and the
 Assessor feed the processor identical pixels.
 
-Two prompt styles:
-- ``official``: the released system prompt (with its two worked examples) and the exact user texts.
-  Use it with real Qwen2.5-VL checkpoints and the released PreferThinker model.
+Prompt styles (``prompt=`` config group, configs/prompt/):
+- ``official``: the released GRPO script's system prompt (two worked examples, ``"ArtisticMedium"``) and the
+  official user texts. Training real checkpoints.
+- ``official_eval``: the official eval script's own system prompt wording and the same user texts; the
+  official eval also numbers the images (``add_vision_id=True``, ``PromptSpec.vision_ids``). Evaluating the
+  released checkpoint the way its numbers were measured.
 - ``compact``: a short system prompt and short user texts with the same structure and order. The tiny
   CPU default uses it: the official system prompt alone is ~2k tokens, more than the whole sample.
+
+The official texts are data files under ``preferthinker/prompts/`` (verbatim, source named in its README).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -29,31 +35,19 @@ from PIL import Image
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
-# --- official texts (eval_PreferThinker.py of the released code; the double space is original) ---
-PREF_INTRO = (
-    "First, given the following user's historical preferred images. Please integrate the common stylistic "
-    "attributes from historical preference images into the <visual preference profile> </visual preference "
-    "profile> tags. Focusing on FIVE attributes: artistic style, Color, Artistic Medium, Saturation, Detail. "
-    "Please generate responses with varied word choices, avoiding unnecessary repetition."
-)
-NONPREF_INTRO = (
-    "Second, given the following user's historical non-preferred images. Please integrate the common "
-    "stylistic attributes from historical non-preference images into the <visual non-preference profile> "
-    "</visual non-preference profile> tags. Focusing on FIVE attributes: Artistic style, Color, Artistic "
-    "Medium, Saturation, Detail. Please generate responses with varied word choices, avoiding unnecessary "
-    "repetition."
-)
-CANDIDATES_INTRO = "Then, given the following  two candidate images: Image A and Image B."
-FINAL_INSTRUCTION = (
-    "Using the predicted preference profile and non-preference profile, please analyze and score the two "
-    "images across five dimensions. Sum the scores from the five dimensions to obtain a total score, and "
-    "determine which image the user prefers based on the total score. First, enclose the preferference "
-    "profile within <visual preference profile> and </visual preference profile>, and the non-preferred "
-    "profile within <visual non-preference profile> and </visual non-preference profile>. Then, place the "
-    "multi-dimensional analysis and scoring of the two images within <think> and </think>. Finally, provide "
-    "the selected answer between <answer> and </answer> tags. The answer should be in the format: "
-    "<answer>Image A</answer> or <answer>Image B</answer>"
-)
+# --- official texts, verbatim from eval_PreferThinker.py (prompts/official_eval_user_texts.json) ---
+
+
+def _official_user_texts() -> dict[str, str]:
+    return json.loads(resources.files("preferthinker.prompts").joinpath("official_eval_user_texts.json").read_text("utf-8"))
+
+
+_OFFICIAL = _official_user_texts()
+PREF_INTRO: str = _OFFICIAL["pref"]
+NONPREF_INTRO: str = _OFFICIAL["nonpref"]
+CANDIDATES_INTRO: str = _OFFICIAL["candidates"]  # "following  two": the double space is original
+FINAL_INSTRUCTION: str = _OFFICIAL["final"]  # "preferference" is original
+OFFICIAL_TEXTS = {"pref": PREF_INTRO, "nonpref": NONPREF_INTRO, "candidates": CANDIDATES_INTRO, "final": FINAL_INSTRUCTION}
 
 # --- compact texts (ours): same structure, a fraction of the tokens ---
 COMPACT_SYSTEM = (
@@ -68,7 +62,8 @@ COMPACT_TEXTS = {
     "final": "Profiles, scores, totals, answer.",
 }
 
-STYLES = ("official", "compact")
+STYLES = ("official", "official_eval", "compact")
+SYSTEMS = ("official", "official_eval", "compact", "none")
 MAX_REFERENCES = 5  # official protocol: first 5 preferred and first 5 non-preferred
 
 # Qwen2.5-VL pixel conventions (qwen-vl-utils defaults; the tiny default overrides both to 56*56).
@@ -89,15 +84,24 @@ def official_system_prompt() -> str:
     return resources.files("preferthinker.prompts").joinpath("official_system_prompt.txt").read_text("utf-8")
 
 
+@lru_cache(maxsize=None)
+def official_eval_system_prompt() -> str:
+    """The official eval script's system prompt, verbatim ("five key profile", ``"Artistic Medium"`` keys)."""
+    return resources.files("preferthinker.prompts").joinpath("official_eval_system_prompt.txt").read_text("utf-8")
+
+
 def system_prompt(style: str = "official") -> str | None:
-    """System prompt text for a style: ``official``, ``compact`` or ``none`` (no system turn)."""
+    """System prompt text for a style: ``official`` (GRPO training wording), ``official_eval`` (the eval
+    script's wording), ``compact`` or ``none`` (no system turn)."""
     if style == "official":
         return official_system_prompt()
+    if style == "official_eval":
+        return official_eval_system_prompt()
     if style == "compact":
         return COMPACT_SYSTEM
     if style in ("none", None):
         return None
-    raise ValueError(f"unknown system prompt style {style!r}; choose one of official, compact, none")
+    raise ValueError(f"unknown system prompt style {style!r}; choose one of {', '.join(SYSTEMS)}")
 
 
 def smart_resize_dims(height: int, width: int, min_pixels: int, max_pixels: int, factor: int = IMAGE_FACTOR) -> tuple[int, int]:
@@ -194,7 +198,11 @@ def build_messages(
 
     ``liked``/``disliked``/``image_a``/``image_b`` are whatever the caller wants placed in the image
     blocks (usually PIL images already passed through ``load_image``). Only the first ``max_refs`` of
-    each reference list are used (official protocol: 5).
+    each reference list are used (official protocol: 5). When either list is empty the whole reference
+    part (both intros and both lists) is left out, as the official eval script does.
+
+    Vision ids ("Picture N: ") are not part of the messages: the chat template writes them when rendered
+    with ``add_vision_id=True`` (``PromptSpec.vision_ids``), as the official eval script does.
 
     With ``embed_images=True`` each image block carries ``{"type": "image", "image": obj}`` (processor
     ``apply_chat_template`` style). With False the blocks are bare ``{"type": "image"}`` placeholders
@@ -205,31 +213,29 @@ def build_messages(
     """
     if style not in STYLES:
         raise ValueError(f"unknown prompt style {style!r}; choose one of {STYLES}")
-    if len(liked) < 1 or len(disliked) < 1:
-        raise ValueError(f"need at least one liked and one disliked reference, got {len(liked)} and {len(disliked)}")
     if max_refs < 1:
         raise ValueError(f"max_refs must be >= 1, got {max_refs}")
     liked, disliked = list(liked)[:max_refs], list(disliked)[:max_refs]
-    texts = (
-        {"pref": PREF_INTRO, "nonpref": NONPREF_INTRO, "candidates": CANDIDATES_INTRO, "final": FINAL_INSTRUCTION}
-        if style == "official"
-        else COMPACT_TEXTS
-    )
+    if not liked or not disliked:  # official: `if preferred_paths and non_preferred_paths:` guards the reference part
+        liked, disliked = [], []
+    texts = COMPACT_TEXTS if style == "compact" else OFFICIAL_TEXTS
     final = texts["final"] if final_instruction is None else final_instruction
 
     def img(obj: Any) -> dict:
         return {"type": "image", "image": obj} if embed_images else {"type": "image"}
 
-    content: list[dict] = [{"type": "text", "text": texts["pref"]}]
-    content += [img(x) for x in liked]
-    content.append({"type": "text", "text": texts["nonpref"]})
-    content += [img(x) for x in disliked]
+    content: list[dict] = []
+    if liked:
+        content.append({"type": "text", "text": texts["pref"]})
+        content += [img(x) for x in liked]
+        content.append({"type": "text", "text": texts["nonpref"]})
+        content += [img(x) for x in disliked]
     content.append({"type": "text", "text": texts["candidates"]})
     content += [{"type": "text", "text": "Image A"}, img(image_a), {"type": "text", "text": "Image B"}, img(image_b)]
     content.append({"type": "text", "text": final})
 
     messages: list[dict] = []
-    sys_text = system_prompt(system) if system in ("official", "compact", "none", None) else system
+    sys_text = system_prompt(system) if system in SYSTEMS or system is None else system
     if sys_text:
         messages.append({"role": "system", "content": [{"type": "text", "text": sys_text}]})
     messages.append({"role": "user", "content": content})

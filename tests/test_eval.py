@@ -81,9 +81,11 @@ def test_corrupt_sample_is_counted_not_fatal(mini_data, tiny_model, tmp_path):
     recs = json.loads((data / "data" / "SP_ID" / "SP_ID.json").read_text())
     (data / "data" / "SP_ID" / "images" / recs[3]["imageA"]).write_bytes(b"not an image at all")
     (data / "data" / "SP_ID" / "images" / recs[5]["prefered_images"][0]).unlink()
-    res = run(compose("eval", _eval_over(data, tiny_model, tmp_path / "run", "systems=[model]", "data.eval_subsets=[SP_ID]")))
+    res = run(compose("eval", _eval_over(data, tiny_model, tmp_path / "run", "systems=[model]", "data.eval_subsets=[SP_ID]",
+                                         "bench.max_error_rate=0.5")))  # 2 of 8 pairs: above the 5 % default gate
     m = res["subsets"]["SP_ID"]
     assert m["n"] == 8 and m["n_errors"] == 2
+    assert res["errors"]["PreferThinker"]["n_errors"] == 4 and res["errors"]["PreferThinker"]["rate"] == 0.25  # both orientations
 
 
 @pytest.mark.slow
@@ -136,3 +138,110 @@ def test_malformed_bench_json_is_a_clear_error(mini_data, tiny_model, tmp_path):
     cmd = [sys.executable, str(REPO / "scripts" / "eval.py"), *_eval_over(data, tiny_model, tmp_path / "run", "data.eval_subsets=[SP_ID]")]
     out = subprocess.run(cmd, capture_output=True, text=True)
     assert out.returncode == 2 and "malformed JSON" in out.stderr and "SP_ID.json" in out.stderr and "Traceback" not in out.stderr
+
+
+def _same_numbers(a: dict, b: dict) -> None:
+    """results.json numbers that must not depend on where the files live (timings and paths may)."""
+    for key in ("subsets", "systems", "comparisons", "data_warnings", "errors"):
+        assert a.get(key) == b.get(key), key
+
+
+def test_hub_snapshot_and_image_root_give_the_same_results_as_a_plain_copy(mini_data, tiny_model, tmp_path):
+    """A bench laid out as a hub cache (snapshots/<rev>/ symlinks into blobs/) and a bench whose images live elsewhere
+    (bench.image_root, the official --image_root) evaluate to exactly the results of a plain copy."""
+    from preferthinker.evaluation.run import run
+    from tests.test_schema import _hub_snapshot
+
+    plain = tmp_path / "plain"
+    shutil.copytree(mini_data / "data" / "SP_ID", plain / "data" / "SP_ID")
+    snap = _hub_snapshot(plain, tmp_path / "hub")
+    moved = tmp_path / "moved"
+    (moved / "data" / "SP_ID").mkdir(parents=True)
+    shutil.copy(plain / "data" / "SP_ID" / "SP_ID.json", moved / "data" / "SP_ID" / "SP_ID.json")
+    shutil.copytree(plain / "data" / "SP_ID" / "images", tmp_path / "pictures" / "SP_ID")
+    common = ("systems=[model,random]", "data.eval_subsets=[SP_ID]", "metrics.similarity=false")
+    res = [run(compose("eval", _eval_over(root, tiny_model, tmp_path / f"run_{name}", *common, *extra)))
+           for name, root, extra in (("plain", plain, ()), ("hub", snap, ()),
+                                     ("moved", moved, (f"bench.image_root='{tmp_path / 'pictures'}/{{subset}}'",)))]
+    assert res[0]["errors"]["PreferThinker"]["n_errors"] == 0 and res[0]["subsets"]["SP_ID"]["n"] == 8
+    _same_numbers(res[0], res[1])
+    _same_numbers(res[0], res[2])
+    on_disk = [json.loads((tmp_path / f"run_{n}" / "results.json").read_text()) for n in ("plain", "hub")]
+    _same_numbers(on_disk[0], on_disk[1])
+
+
+def _unreadable_bench(mini_data, tmp_path):
+    data = tmp_path / "bench"
+    shutil.copytree(mini_data / "data" / "SP_ID", data / "data" / "SP_ID")
+    for f in (data / "data" / "SP_ID" / "images").iterdir():
+        f.write_bytes(b"not an image")
+    return data
+
+
+def test_a_run_of_errors_fails_with_its_reasons_and_keeps_what_it_scored(mini_data, tiny_model, tmp_path):
+    from preferthinker.evaluation.errors import EvaluationFailed
+    from preferthinker.evaluation.run import run
+
+    data = _unreadable_bench(mini_data, tmp_path)
+    with pytest.raises(EvaluationFailed) as e:
+        run(compose("eval", _eval_over(data, tiny_model, tmp_path / "run", "systems=[model]", "data.eval_subsets=[SP_ID]",
+                                       "metrics.similarity=false")))
+    msg = str(e.value)
+    assert "16 of 16 samples failed (100.0%)" in msg and "16 x field prefered_images: cannot read <path> as an image" in msg, msg
+    assert str(tmp_path / "run") in msg
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())["errors"]["PreferThinker"]
+    assert saved["n_errors"] == 16 and sum(r["count"] for r in saved["reasons"]) == 16
+    assert len((tmp_path / "run" / "predictions" / "model" / "SP_ID.rank0.jsonl").read_text().splitlines()) == 16
+    # a threshold the user raises lets the same run finish (resuming from the predictions on disk)
+    res = run(compose("eval", _eval_over(data, tiny_model, tmp_path / "run", "systems=[model]", "data.eval_subsets=[SP_ID]",
+                                         "metrics.similarity=false", "bench.max_error_rate=1.0")))
+    assert res["errors"]["PreferThinker"]["n_errors"] == 16
+
+
+@pytest.mark.slow
+def test_unreadable_bench_exits_non_zero_with_the_reasons(mini_data, tiny_model, tmp_path):
+    data = _unreadable_bench(mini_data, tmp_path)
+    cmd = [sys.executable, str(REPO / "scripts" / "eval.py"),
+           *_eval_over(data, tiny_model, tmp_path / "run", "systems=[model]", "data.eval_subsets=[SP_ID]", "metrics.similarity=false")]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "evaluation failed" in out.stderr and "x field" in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+def test_vision_ids_reach_the_generator(mini_data, tiny_model):
+    """prompt.vision_ids renders "Picture N: " into the tokens the model sees; off, it does not."""
+    from preferthinker.data.loading import PromptSpec, sample_inputs
+    from preferthinker.data.schema import load_bench
+    from preferthinker.evaluation.generate import GenerationSettings, Generator
+    from preferthinker.modeling import load_model_and_processor
+
+    model, processor = load_model_and_processor(str(tiny_model), dtype="float32", device="cpu", min_pixels=3136, max_pixels=3136)
+    rec = load_bench(mini_data / "data" / "SP_ID" / "SP_ID.json")[0]
+    msgs, images = sample_inputs(rec, mini_data / "data" / "SP_ID" / "images", PromptSpec(style="compact", system="compact",
+                                                                                    min_pixels=3136, max_pixels=3136), embed_images=True)
+    texts = []
+    for ids in (True, False):
+        enc = Generator(model, processor, GenerationSettings(vision_ids=ids)).encode([msgs])
+        texts.append(processor.tokenizer.decode(enc["input_ids"][0]))
+    n = len(images)
+    assert texts[0].count("Picture ") == n and f"Picture {n}: <|vision_start|>" in texts[0] and "Picture" not in texts[1]
+
+
+@pytest.mark.parametrize("over, message", [(["bench.max_error_rate=2"], "bench.max_error_rate"),
+                                           (["prompt.style=fancy"], "prompt.style"), (["prompt.system=loud"], "prompt.system")])
+def test_bad_gate_and_prompt_overrides_are_named(over, message):
+    from preferthinker.evaluation.run import validate
+    from preferthinker.runtime import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        validate(compose("eval", over))
+
+
+def test_image_root_that_is_not_a_folder_is_named(mini_data, tmp_path):
+    from preferthinker.evaluation.run import load_subsets
+    from preferthinker.runtime import ConfigError
+
+    with pytest.raises(ConfigError, match=r"bench.image_root=.*nowhere/SP_ID is not a folder \(subset SP_ID\)"):
+        load_subsets(str(mini_data), ["SP_ID"], None, str(tmp_path / "nowhere" / "{subset}"))
+    recs, root = load_subsets(str(mini_data), ["SP_ID"], 3, str(mini_data / "data" / "{subset}" / "images"))["SP_ID"]
+    assert len(recs) == 3 and root == mini_data / "data" / "SP_ID" / "images"

@@ -290,3 +290,67 @@ def test_cli(parquet_path, tmp_path, capsys):
     assert "pairs from 2 users" in capsys.readouterr().out
     assert main(["--input", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "cli2")]) == 2
     assert "nope.parquet" in capsys.readouterr().err
+
+
+def test_hf_layout_recursive_split_and_cross_file_dedup(fixture_rows, tmp_path):
+    """data/<split>-NNNNN-of-NNNNN.parquet shards, found recursively: one split at a time (mixing is an error),
+    a ranking_id repeated in another shard counted once, the same benchmark as from one file."""
+    rows = sorted(fixture_rows, key=lambda r: r["ranking_id"])
+    shards = tmp_path / "pickapic_v2" / "data"
+    shards.mkdir(parents=True)
+    half = len(rows) // 2
+    write_parquet(rows[:half], shards / "train-00000-of-00002.parquet")
+    write_parquet(rows[half:] + rows[:3], shards / "train-00001-of-00002.parquet")  # 3 rows again in the second shard
+    (tmp_path / "pickapic_v2" / "test").mkdir()
+    write_parquet(rows[:12], tmp_path / "pickapic_v2" / "test" / "part-0.parquet")
+    with pytest.raises(ValueError, match=r"several splits \(test, train\); pass --split"):
+        build_pickapic_benchmark(tmp_path / "pickapic_v2", tmp_path / "x")
+    with pytest.raises(ValueError, match=r"no file of split 'validation'"):
+        build_pickapic_benchmark(tmp_path / "pickapic_v2", tmp_path / "x", split="validation")
+    s = build_pickapic_benchmark(tmp_path / "pickapic_v2", tmp_path / "out", split="train", n_refs=K)
+    single = build_pickapic_benchmark(write_parquet(rows, tmp_path / "one.parquet"), tmp_path / "one", n_refs=K)
+    assert len(s["input"]) == 2 and s["filters"]["dropped_duplicate_ranking_id"] == single["filters"]["dropped_duplicate_ranking_id"] + 3
+    a, b = ((p / "data/PICKAPIC/PICKAPIC.json").read_text() for p in (tmp_path / "out", tmp_path / "one"))
+    assert json.loads(a) == json.loads(b)
+
+
+def test_max_users_caps_and_writes_only_their_images(parquet_path, tmp_path):
+    full = build_pickapic_benchmark(parquet_path, tmp_path / "all", n_refs=K)
+    s = build_pickapic_benchmark(parquet_path, tmp_path / "one", n_refs=K, max_users=1)
+    data = json.loads((tmp_path / "one/data/PICKAPIC/PICKAPIC.json").read_text())
+    assert full["users"] == 2 and s["users"] == 1 and s["users_dropped_over_cap"] == 1
+    assert len({r["user_id"] for r in data}) == 1
+    on_disk = {p.name for p in (tmp_path / "one/data/PICKAPIC/images").iterdir()}
+    named = {x for r in data for x in [r["imageA"], r["imageB"], *r["prefered_images"], *r["non_prefered_images"]]}
+    assert on_disk == named and s["images_written"] == len(named)
+    again = build_pickapic_benchmark(parquet_path, tmp_path / "again", n_refs=K, max_users=1)
+    assert again["users"] == 1 and json.loads((tmp_path / "again/data/PICKAPIC/PICKAPIC.json").read_text()) == data
+    with pytest.raises(ValueError, match="max_users"):
+        build_pickapic_benchmark(parquet_path, tmp_path / "bad", max_users=0)
+
+
+def test_images_stream_from_large_row_groups_in_small_batches(fixture_rows, tmp_path, monkeypatch):
+    """A shard written as one row group is read in batches of IMAGE_BATCH rows (never the whole group's bytes),
+    and row groups whose uids name no wanted image are not read for bytes at all."""
+    import preferthinker.data.pickapic_io as pio
+
+    seen: list[int] = []
+    original = pq.ParquetFile.iter_batches
+
+    def spy(self, *a, **kw):
+        for batch in original(self, *a, **kw):
+            if any(name.startswith("jpg_") for name in batch.schema.names):
+                seen.append(batch.num_rows)
+            yield batch
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    monkeypatch.setattr(pio, "IMAGE_BATCH", 4)
+    rows = sorted(fixture_rows, key=lambda r: r["ranking_id"])
+    noise = [dict(r, ranking_id=r["ranking_id"] + 10_000, user_id=999, has_label=False,
+                  image_0_uid=f"z{i}_0", image_1_uid=f"z{i}_1") for i, r in enumerate(rows)]
+    path = tmp_path / "grouped.parquet"
+    table = pa.table({c: [r[c] for r in rows + noise] for c in rows[0]})
+    pq.write_table(table, path, row_group_size=len(rows))  # group 0: the real rows, group 1: rows nobody wants
+    s = build_pickapic_benchmark(path, tmp_path / "out", n_refs=K)
+    assert s["users"] == 2 and seen and max(seen) <= 4
+    assert sum(seen) <= 2 * len(rows) * s["selection_rounds"]  # one column at a time; group 1's bytes were never read

@@ -37,11 +37,84 @@ def test_only_first_five_references_and_placeholders():
     assert len(blocks) == 12 and all(set(b) == {"type"} for b in blocks)
 
 
-def test_needs_references_on_both_sides():
-    with pytest.raises(ValueError, match="at least one"):
-        build_messages([], ["x"], "A", "B")
+def test_an_empty_reference_side_leaves_out_the_reference_part_as_the_official_script():
+    """eval_PreferThinker.py adds the reference texts and images only `if preferred_paths and non_preferred_paths`."""
+    for liked, disliked in (([], ["x"]), (["x"], []), ([], [])):
+        msgs, images = build_messages(liked, disliked, "A", "B", style="official_eval", system="official_eval")
+        texts = [c.get("text") for c in msgs[1]["content"]]
+        assert images == ["A", "B"] and texts == [prompting.CANDIDATES_INTRO, "Image A", None, "Image B", None, prompting.FINAL_INSTRUCTION]
     with pytest.raises(ValueError, match="style"):
         build_messages(["x"], ["y"], "A", "B", style="fancy")
+
+
+def test_official_texts_are_shipped_verbatim_with_their_source():
+    """Both official system prompts ship as data files; they differ in wording (the eval copy says "five key
+    profile" and writes "Artistic Medium"), and the README next to them names the source file."""
+    from importlib import resources
+
+    train, evaluation = prompting.system_prompt("official"), prompting.system_prompt("official_eval")
+    assert train != evaluation
+    assert '"ArtisticMedium"' in train and "five key attributes" in train
+    assert '"Artistic Medium"' in evaluation and "five key profile" in evaluation and '"ArtisticMedium"' not in evaluation
+    assert evaluation.startswith("\nThe user provides") and len(evaluation) > 5000
+    assert prompting.CANDIDATES_INTRO == "Then, given the following  two candidate images: Image A and Image B."
+    assert "preferference" in prompting.FINAL_INSTRUCTION
+    readme = resources.files("preferthinker.prompts").joinpath("README.md").read_text("utf-8")
+    assert "Shengqi77/PreferThinker" in readme and "eval_PreferThinker.py" in readme and "official_eval_system_prompt.txt" in readme
+
+
+def _official_eval_messages(x: dict, image_root: str, system_prompt: str) -> list[dict]:
+    """The official eval script's construction (eval_PreferThinker.py, num_history=5), rewritten from its
+    description: image items carry file:// URLs and "text"/"label" keys, which the Qwen template does not render."""
+    t = prompting.OFFICIAL_TEXTS
+    content = []
+    pref, nonpref = x["prefered_images"], x["non_prefered_images"]
+    if pref and nonpref:
+        content.append({"type": "text", "text": t["pref"]})
+        for i, p in enumerate(pref[:5]):
+            content.append({"type": "image", "image": f"file://{image_root}/{p}", "text": f"Preferred Image {i + 1}.", "label": f"Preferred Image {i + 1}."})
+        content.append({"type": "text", "text": t["nonpref"]})
+        for i, p in enumerate(nonpref[:5]):
+            content.append({"type": "image", "image": f"file://{image_root}/{p}", "text": f"Non-Preferred Image {i + 1}.",
+                            "label": f"Non-Preferred Image {i + 1}."})
+    content.append({"type": "text", "text": t["candidates"]})
+    if x["imageA"] and x["imageB"]:
+        content += [{"type": "text", "text": "Image A"}, {"type": "image", "image": f"file://{image_root}/{x['imageA']}"},
+                    {"type": "text", "text": "Image B"}, {"type": "image", "image": f"file://{image_root}/{x['imageB']}"}]
+    content.append({"type": "text", "text": t["final"]})
+    return [{"role": "system", "content": [{"type": "text", "text": system_prompt}]}, {"role": "user", "content": content}]
+
+
+def test_official_eval_prompt_renders_like_the_official_eval_script(mini_data, tiny_model, tmp_path):
+    """prompt=official_eval renders one bench record to the same chat-template string as the official construction:
+    same system prompt, texts, order, and "Picture N: " numbering of the 12 images (add_vision_id=True)."""
+    import json
+
+    from transformers import AutoProcessor
+
+    from tests.conftest import compose
+    from preferthinker.data.loading import PromptSpec, sample_inputs
+    from preferthinker.data.schema import load_bench
+
+    cfg = compose("eval", ["prompt=official_eval"])
+    spec = PromptSpec.from_cfg(cfg.prompt, cfg.model)
+    assert (spec.style, spec.system, spec.max_refs, spec.vision_ids) == ("official_eval", "official_eval", 5, True)
+    bench = mini_data / "data" / "SP_ID" / "SP_ID.json"
+    raw = json.loads(bench.read_text())[0]
+    raw = dict(raw, prefered_images=(raw["prefered_images"] * 3)[:6], non_prefered_images=(raw["non_prefered_images"] * 3)[:7])
+    one = tmp_path / "SP_ID.json"
+    one.write_text(json.dumps([raw]))
+    root = bench.parent / "images"
+    rec = load_bench(one, image_root=root)[0]
+    ours, images = sample_inputs(rec, root, spec, embed_images=True)
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    render = lambda m: processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True, add_vision_id=spec.vision_ids)  # noqa: E731
+    official = render(_official_eval_messages(raw, str(root), prompting.system_prompt("official_eval")))
+    assert render(ours) == official
+    assert len(images) == 12 and official.count("Picture ") == 12 and "Picture 12: <|vision_start|>" in official
+    assert "Image A" + "Picture 11: " in official and "Preferred Image 1." not in official
+    # training renders without vision ids, as TRL does in the released trainer
+    assert "Picture 1:" not in processor.apply_chat_template(ours, tokenize=False, add_generation_prompt=True)
 
 
 def test_chat_template_accepts_messages():

@@ -90,13 +90,17 @@ def test_swapped_exchanges_candidates_and_label():
         (lambda r: r.update(conversations=[{"value": "image b"}]), "conversations[0].value", "exactly 'Image A' or 'Image B'"),
         (lambda r: r.update(conversations=[{"value": "Image C"}]), "conversations[0].value", "exactly"),
         (lambda r: r.update(conversations=[]), "conversations", "non-empty"),
-        (lambda r: r.update(prefered_images=[]), "prefered_images", "empty reference list"),
+        # an instruction text mentioning both answers was once read as "Image B" by a fallback search
+        (lambda r: r.update(conversations=[{"value": "Answer <answer>Image A</answer> or <answer>Image B</answer>"}]),
+         "conversations[0].value", "exactly 'Image A' or 'Image B'"),
+        (lambda r: r.update(conversations=[{"value": "<think>x</think><answer>Image A</answer>"}]), "conversations[0].value", "exactly"),
         (lambda r: r.update(non_prefered_images="n1.png"), "non_prefered_images", "list of strings"),
-        (lambda r: r.update(imageB="a.png"), "imageB", "both candidates"),
+        (lambda r: r.pop("prefered_images"), "prefered_images", "missing key"),
         (lambda r: r.update(imageA="missing.png"), "imageA", "does not exist"),
         (lambda r: r.update(imageA="../../../etc/passwd"), "imageA", "outside the image root"),
+        (lambda r: r.update(imageA="sub/../../a.png"), "imageA", "outside the image root"),
         (lambda r: r.update(imageA="/etc/passwd"), "imageA", "outside the image root"),
-        (lambda r: r.update(prefer_attributes={"Color": "Pink"}), "prefer_attributes", "lacks element"),
+        (lambda r: r.update(prefer_attributes=["Pink"]), "prefer_attributes", ""),
     ],
 )
 def test_bad_records_name_file_record_and_field(bench, mutate, field, message):
@@ -108,6 +112,76 @@ def test_bad_records_name_file_record_and_field(bench, mutate, field, message):
         load_bench(path)
     msg = str(e.value)
     assert str(path) in msg and "record 1" in msg and repr(field) in msg and message in msg, msg
+
+
+@pytest.mark.parametrize("value, label", [("Image A", "Image A"), (" Image B\n", "Image B"), ("<answer>Image A</answer>", "Image A"),
+                                          ("<answer> Image B </answer>", "Image B")])
+def test_bench_labels_bare_label_or_bare_answer_block(bench, value, label):
+    _, path, rec = bench
+    _write(path, [dict(rec, conversations=[{"value": value}])])
+    assert load_bench(path)[0].label == label
+
+
+def test_train_response_label_is_its_only_closing_answer(bench):
+    """A CoT response ends with its one answer block; an instruction that mentions both answers is no label."""
+    _, path, rec = bench
+    jl = path.parent / "t.jsonl"
+    ok = dict(rec, conversations=[{"value": "q"}, {"value": "<think>A(3) B(4)</think>\n<answer>Image B</answer>\n"}])
+    jl.write_text(json.dumps(ok) + "\n")
+    assert load_train_jsonl(jl)[0].label == "Image B"
+    for bad in ("answer with <answer>Image A</answer> or <answer>Image B</answer>", "<answer>Image A</answer> because ...", "Image C"):
+        jl.write_text(json.dumps(dict(rec, conversations=[{"value": "q"}, {"value": bad}])) + "\n")
+        with pytest.raises(SchemaError, match=r"record 0: field 'conversations\[1\].value': label must be exactly"):
+            load_train_jsonl(jl)
+
+
+def test_what_the_official_script_tolerates_is_a_counted_warning(bench):
+    """Empty reference list, identical candidates, a profile lacking an element: loaded, warned, counted."""
+    from preferthinker.data.schema import WARN_EMPTY_REFS, WARN_PARTIAL_PROFILE, WARN_SAME_CANDIDATES, warning_counts
+
+    _, path, rec = bench
+    _write(path, [rec, dict(rec, prefered_images=[]), dict(rec, imageB="a.png"), dict(rec, prefer_attributes={"Color": "Pink"}),
+                  dict(rec, prefer_attributes=PREF, non_prefered_images=[])])
+    recs = load_bench(path)
+    assert [r.warnings for r in recs] == [[], [WARN_EMPTY_REFS], [WARN_SAME_CANDIDATES], [WARN_PARTIAL_PROFILE], [WARN_EMPTY_REFS]]
+    assert recs[3].prefer_attributes is None and recs[4].prefer_attributes == PREF
+    assert warning_counts(recs) == {WARN_EMPTY_REFS: 2, WARN_PARTIAL_PROFILE: 1, WARN_SAME_CANDIDATES: 1}
+    assert recs[1].swapped().warnings == [WARN_EMPTY_REFS]
+
+
+def _hub_snapshot(src_root, dest):
+    """Lay out ``src_root`` as a hub cache: blobs/<sha> files and snapshots/<rev>/... relative symlinks to them."""
+    import hashlib
+    import os
+
+    blobs, snap = dest / "blobs", dest / "snapshots" / "0123abc"
+    blobs.mkdir(parents=True)
+    for f in sorted(p for p in src_root.rglob("*") if p.is_file()):
+        data = f.read_bytes()
+        blob = blobs / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        link = snap / f.relative_to(src_root)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    return snap
+
+
+def test_hub_snapshot_symlinks_are_followed_but_paths_cannot_climb_out(bench, tmp_path):
+    from preferthinker.data.schema import resolve_image
+
+    root, _, rec = bench
+    snap = _hub_snapshot(root, tmp_path / "hub")
+    path = snap / "data" / "SP_ID" / "SP_ID.json"
+    assert path.is_symlink() and (snap / "data" / "SP_ID" / "images" / "a.png").resolve().parent.name == "blobs"
+    assert [r.label for r in load_bench(path)] == ["Image B", "Image A"]
+    images = snap / "data" / "SP_ID" / "images"
+    assert resolve_image(images, "a.png").read_bytes() == (root / "data" / "SP_ID" / "images" / "a.png").read_bytes()
+    for bad in ("../../../../blobs/x", "/etc/passwd", "../images/a.png"):
+        with pytest.raises(SchemaError, match="outside the image root"):
+            resolve_image(images, bad)
+    (images / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(SchemaError, match="broken symlink"):
+        resolve_image(images, "gone.png")
 
 
 def test_malformed_json_and_wrong_top_level(bench):

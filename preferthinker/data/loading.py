@@ -33,6 +33,8 @@ class PromptSpec:
     max_refs: int = 5
     min_pixels: int = 4 * 28 * 28
     max_pixels: int = 16384 * 28 * 28
+    # render with add_vision_id=True ("Picture N: " before each image): the official eval does, training does not
+    vision_ids: bool = False
 
     @classmethod
     def from_cfg(cls, prompt_cfg: Any, model_cfg: Any) -> PromptSpec:
@@ -42,6 +44,7 @@ class PromptSpec:
             max_refs=int(prompt_cfg.max_refs),
             min_pixels=int(model_cfg.min_pixels),
             max_pixels=int(model_cfg.max_pixels),
+            vision_ids=bool(prompt_cfg.get("vision_ids", False)),
         )
 
 
@@ -53,7 +56,7 @@ def load_record_images(rec: PreferenceRecord, image_root: Path, spec: PromptSpec
     """Open and resize the images one sample uses (the first ``max_refs`` references per side)."""
 
     def one(rel: str, fld: str) -> Image.Image:
-        path = resolve_image(image_root, rel, fld=fld)
+        path = resolve_image(image_root, rel, file=where.rstrip(": ") or None, fld=fld)
         return load_image(path, spec.min_pixels, spec.max_pixels, what=f"{where}field {fld} ({rel})")
 
     liked = [one(p, f"prefered_images[{i}]") for i, p in enumerate(rec.preferred[: spec.max_refs])]
@@ -70,9 +73,9 @@ def sample_inputs(rec: PreferenceRecord, image_root: Path, spec: PromptSpec, *, 
 def content_seed(rec: PreferenceRecord) -> int:
     """A stable integer per record for the image-similarity reward (same content for pred and truth):
     the record's own ``content_seed`` when the synthetic engine stored one, else a CRC of its first
-    preferred image path."""
+    preferred image path (of Image A for a record without references)."""
     seed = rec.extra.get("content_seed")
-    return int(seed) if seed is not None else zlib.crc32(rec.preferred[0].encode("utf-8"))
+    return int(seed) if seed is not None else zlib.crc32((rec.preferred or [rec.image_a])[0].encode("utf-8"))
 
 
 def image_token_counts(processor: Any, images: Sequence[Image.Image]) -> list[int]:
@@ -108,6 +111,13 @@ def _prompt_tokens(processor: Any, messages: list[dict], images: Sequence[Image.
     return n
 
 
+def model_limit(processor: Any) -> int | None:
+    """The longest sequence the model takes, from its tokenizer's ``model_max_length`` (Qwen2.5-VL: 32,768 for
+    the tiny model, 131,072 for the released 7B); None when the tokenizer leaves it unset (HF writes ~1e30)."""
+    limit = getattr(getattr(processor, "tokenizer", processor), "model_max_length", None)
+    return int(limit) if isinstance(limit, int) and 0 < limit < 10**9 else None
+
+
 def build_examples(
     records: Sequence[PreferenceRecord],
     image_root: Path,
@@ -125,8 +135,12 @@ def build_examples(
 
     A sample with an unreadable image is skipped and counted (the run goes on: one corrupt file must not
     cost a training run); if every sample is bad, that is an error. A sample longer than ``max_length``
-    tokens is an error naming it: truncation would cut image tokens or the answer.
+    tokens is an error naming it: truncation would cut image tokens or the answer. ``max_length=None``
+    means what the model can take (``model_limit``): an official-size sample (the ~2.2k-token official
+    system prompt, 12 images, a 2,048-token response) passes; one beyond the model's context still raises.
     """
+    if processor is not None and max_length is None:
+        max_length = model_limit(processor)
     rows: list[dict] = []
     bad: list[str] = []
     for i, rec in enumerate(tqdm(records, desc=desc, disable=len(records) < 200 or os.environ.get("RANK", "0") != "0")):
@@ -162,7 +176,7 @@ def build_examples(
             if n > max_length:
                 raise SchemaError(
                     source, i, None,
-                    f"sample is {n} tokens, more than max_length={max_length}; raise max_length, lower the image "
+                    f"sample is {n} tokens, more than max_length={max_length}; raise max_length (null = the model's limit), lower the image "
                     f"bounds (model.max_pixels) or the reference count (prompt.max_refs) - it is never truncated",
                 )
         rows.append(row)

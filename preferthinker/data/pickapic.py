@@ -1,6 +1,7 @@
 """Per-user real-user benchmark from a LOCAL Pick-a-Pic export (v1/v2, with or without image bytes).
 
-Input: one parquet / JSON (a list of rows) / JSONL file, or a folder of them (the HF shards), with
+Input: one parquet / JSON (a list of rows) / JSONL file, or a folder of them searched recursively (the HF
+shards; one split at a time, ``--split``), with
 the real Pick-a-Pic columns ``ranking_id, user_id, caption, created_at, image_0_uid, image_1_uid,
 model_0, model_1, label_0, has_label, are_different`` (required) and ``label_1, best_image_uid,
 num_example_per_prompt, jpg_0, jpg_1`` (optional). ``*_no_images`` exports lack ``jpg_0/jpg_1``;
@@ -18,8 +19,9 @@ Recipe (../shared/reference/peers-and-evaluation.md, section 2):
    ``created_at`` of Pick-a-Pic v1 to avoid PickScore leakage); heavy users are capped at
    ``max_test`` test pairs (a seeded random subset); users with fewer than ``min_pairs`` clean pairs
    or ``min_test`` test pairs are dropped;
-4. images of the selection are decoded (PIL) — a corrupt/missing image or a pair whose two images
-   are byte-identical removes that pair and the selection is redone;
+4. images of the selection are streamed from the export and written to disk as they come (decoded with
+   PIL first); a corrupt/missing image or a pair whose two images are byte-identical removes that pair
+   and the selection is redone (``max_users`` caps the users, a seeded choice stable across rounds);
 5. A/B order: exactly half the test pairs (±1) show the winner as "Image A", assigned by a seeded
    shuffle.
 
@@ -28,15 +30,16 @@ relative to ``<out_root>/data/PICKAPIC/images/``, where the original image bytes
 ``<uid>.<ext>``), ``stats.json`` and ``split_ids.jsonl`` (ids and roles, to publish a split without
 images).
 
-CLI: ``python -m preferthinker.data.pickapic --input X --out Y [--refs 5]``.
+Memory stays bounded whatever the export size (``pickapic_io``): metadata rows stream one batch at a time and
+only their few used fields are kept, image bytes are never held beyond one batch. Measured in
+``docs/benchmarks.md`` (``benchmarks/pickapic_memory.py``).
+
+CLI: ``python -m preferthinker.data.pickapic --input X --out Y [--split train] [--max-users N] [--refs 5]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
-import io
 import json
 import math
 import os
@@ -52,6 +55,17 @@ from typing import Any
 
 import numpy as np
 
+from preferthinker.data.pickapic_io import (
+    IMAGE_COLUMNS,
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    ImageWriter,
+    input_files,
+    iter_rows,
+    load_rows,
+    stream_images,
+)
+
 __all__ = [
     "IMAGE_COLUMNS",
     "OPTIONAL_COLUMNS",
@@ -65,15 +79,7 @@ __all__ = [
     "select_pairs",
 ]
 
-REQUIRED_COLUMNS: tuple[str, ...] = (
-    "ranking_id", "user_id", "caption", "created_at", "image_0_uid", "image_1_uid",
-    "model_0", "model_1", "label_0", "has_label", "are_different",
-)
-OPTIONAL_COLUMNS: tuple[str, ...] = ("label_1", "best_image_uid", "num_example_per_prompt")
-IMAGE_COLUMNS: tuple[str, ...] = ("jpg_0", "jpg_1")
 SUBSET = "PICKAPIC"
-_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
-_PIL_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}
 _MAX_ROUNDS = 200
 
 
@@ -85,6 +91,7 @@ class PickapicConfig:
     max_test: int = 20         # cap on test pairs per user (heavy users), seeded random subset
     seed: int = 0
     test_after: str | None = None  # ISO time: only pairs created strictly later may be test pairs
+    max_users: int | None = None   # cap on benchmark users: a seeded choice among the eligible ones
 
     def validate(self) -> None:
         if self.n_refs < 1:
@@ -93,105 +100,11 @@ class PickapicConfig:
             raise ValueError(f"min_test must be >= 1, got {self.min_test}")
         if self.max_test < self.min_test:
             raise ValueError(f"max_test ({self.max_test}) must be >= min_test ({self.min_test})")
+        if self.max_users is not None and self.max_users < 1:
+            raise ValueError(f"max_users must be >= 1 or None, got {self.max_users}")
         if self.min_pairs < self.n_refs + self.min_test:
             raise ValueError(f"min_pairs ({self.min_pairs}) must be >= n_refs + min_test "
                              f"({self.n_refs + self.min_test})")
-
-
-# --------------------------------------------------------------------------------------- reading
-def _input_files(path: str | os.PathLike) -> list[Path]:
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in (".parquet", ".json", ".jsonl"))
-        if not files:
-            raise ValueError(f"{p}: folder holds no .parquet/.json/.jsonl file")
-        return files
-    if not p.is_file():
-        raise ValueError(f"{p}: no such file or folder")
-    return [p]
-
-
-def _is_parquet(path: Path) -> bool:
-    return path.suffix.lower() == ".parquet"
-
-
-def _parquet_file(path: Path):
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for a bad file
-        raise ValueError(f"{path}: unreadable parquet file ({type(exc).__name__}: {exc})") from None
-
-
-def _read_json_rows(path: Path) -> list[dict]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: unreadable file ({type(exc).__name__}: {exc})") from None
-    rows: list[Any]
-    try:
-        if path.suffix.lower() == ".jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            data = json.loads(text)
-            if isinstance(data, Mapping) and all(isinstance(v, list) for v in data.values()):
-                # column-oriented JSON ({"col": [...], ...})
-                n = len(next(iter(data.values()), []))
-                rows = [{k: v[i] for k, v in data.items()} for i in range(n)]
-            elif isinstance(data, list):
-                rows = data
-            else:
-                raise ValueError("top level must be a list of rows")
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise ValueError(f"{path}: unreadable JSON ({exc})") from None
-    for i, r in enumerate(rows):
-        if not isinstance(r, Mapping):
-            raise ValueError(f"{path}: row {i} is a {type(r).__name__}, not an object")
-    return rows
-
-
-def _check_columns(path: Path, columns: Sequence[str], rows: Sequence[Mapping] | None = None) -> None:
-    for col in REQUIRED_COLUMNS:
-        if col not in columns:
-            raise ValueError(f"{path}: missing required column {col!r}")
-    if rows is not None:  # JSON: every row must carry every required key
-        for i, r in enumerate(rows):
-            for col in REQUIRED_COLUMNS:
-                if col not in r:
-                    raise ValueError(f"{path}: missing required column {col!r} in row {i}")
-
-
-def load_rows(path: str | os.PathLike) -> tuple[list[dict], dict[str, bool]]:
-    """Metadata rows of every input file (image bytes are NOT loaded here).
-
-    Returns (rows, has_image_bytes per file). Each row gets ``_file`` and ``_row`` for provenance.
-    """
-    out: list[dict] = []
-    has_bytes: dict[str, bool] = {}
-    for f in _input_files(path):
-        if _is_parquet(f):
-            pf = _parquet_file(f)
-            names = list(pf.schema_arrow.names)
-            _check_columns(f, names)
-            cols = list(REQUIRED_COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in names]
-            try:
-                rows = pf.read(columns=cols).to_pylist()
-            except Exception as exc:
-                raise ValueError(f"{f}: unreadable parquet file ({type(exc).__name__}: {exc})") from None
-            has_bytes[str(f)] = all(c in names for c in IMAGE_COLUMNS)
-        else:
-            raw = _read_json_rows(f)
-            names = list(dict.fromkeys(k for r in raw for k in r))
-            _check_columns(f, names if raw else REQUIRED_COLUMNS, raw)
-            keep = set(REQUIRED_COLUMNS) | set(OPTIONAL_COLUMNS)
-            rows = [{k: v for k, v in r.items() if k in keep} for r in raw]
-            has_bytes[str(f)] = bool(raw) and all(all(c in r for c in IMAGE_COLUMNS) for r in raw)
-        for i, r in enumerate(rows):
-            r["_file"] = str(f)
-            r["_row"] = i
-            out.append(r)
-    return out, has_bytes
 
 
 # --------------------------------------------------------------------------------------- cleaning
@@ -243,19 +156,22 @@ def _id_str(value: Any) -> str:
     return str(value).strip()
 
 
-def clean_rows(rows: Sequence[Mapping]) -> tuple[list[dict], dict[str, int]]:
-    """Apply the row filters; returns (clean rows sorted by time, counts of what was dropped).
+def clean_rows(rows: Iterable[Mapping]) -> tuple[list[dict], dict[str, int]]:
+    """Apply the row filters to a stream of rows; returns (clean rows sorted by time, counts of what was dropped).
 
-    A clean row gets ``ts`` (seconds), ``winner``/``loser`` (image uids) and ``winner_model``/``loser_model``.
+    A clean row keeps only what the selection and the records use: ``ranking_id``, ``caption``, ``ts``
+    (seconds), ``user``, ``rid``, ``winner``/``loser`` (image uids), ``winner_model``/``loser_model`` (user
+    and model names interned: a full export repeats a few thousand users and a dozen models over ~1M rows).
+    Duplicate ``ranking_id`` s are dropped across all input files.
     """
     counts = Counter({k: 0 for k in (
         "rows_read", "dropped_no_label", "dropped_not_different", "ties", "dropped_invalid_label",
         "dropped_inconsistent_best_uid", "dropped_duplicate_ranking_id", "dropped_same_image",
         "dropped_duplicate_image_pair",
     )})
-    counts["rows_read"] = len(rows)
     stage: list[dict] = []
     for r in rows:
+        counts["rows_read"] += 1
         if not _as_bool(r.get("has_label")):
             counts["dropped_no_label"] += 1
             continue
@@ -288,13 +204,15 @@ def clean_rows(rows: Sequence[Mapping]) -> tuple[list[dict], dict[str, int]]:
             counts["dropped_inconsistent_best_uid"] += 1
             continue
         win_model, lose_model = (r["model_0"], r["model_1"]) if l0 == 1.0 else (r["model_1"], r["model_0"])
+        rid = r.get("ranking_id")
         stage.append({
-            **{k: v for k, v in r.items()},
+            "ranking_id": rid if isinstance(rid, (int, str)) and not isinstance(rid, bool) else None,
+            "caption": str(r["caption"] or ""),
             "ts": _timestamp(r["created_at"], r.get("_file", "<input>")),
-            "user": _id_str(r["user_id"]),
+            "user": sys.intern(_id_str(r["user_id"])),
             "rid": _id_str(r["ranking_id"]),
             "winner": winner, "loser": loser,
-            "winner_model": str(win_model), "loser_model": str(lose_model),
+            "winner_model": sys.intern(str(win_model)), "loser_model": sys.intern(str(lose_model)),
         })
     stage.sort(key=lambda x: (x["ts"], x["rid"]))
     seen_ids: set[str] = set()
@@ -332,6 +250,7 @@ class Selection:
     users_considered: int = 0
     users_too_few_pairs: int = 0
     users_too_few_test: int = 0
+    users_over_cap: int = 0
 
 
 def _user_rng(seed: int, user: str) -> np.random.Generator:
@@ -367,85 +286,14 @@ def select_pairs(clean: Sequence[Mapping], cfg: PickapicConfig) -> Selection:
             keep = np.sort(_user_rng(cfg.seed, user).choice(len(cands), size=cfg.max_test, replace=False))
             cands = [cands[i] for i in keep]
         sel.users.append(UserSelection(user=user, refs=list(refs), tests=list(cands)))
+    if cfg.max_users is not None and len(sel.users) > cfg.max_users:
+        # a per-user seeded priority, not a draw over the current list: a user dropped for bad images in one
+        # round does not reshuffle which users the cap keeps in the next
+        keep = sorted(sel.users, key=lambda u: (zlib.crc32(f"{cfg.seed}:{u.user}".encode()), u.user))[: cfg.max_users]
+        kept = {u.user for u in keep}
+        sel.users_over_cap = len(sel.users) - len(keep)
+        sel.users = [u for u in sel.users if u.user in kept]
     return sel
-
-
-# --------------------------------------------------------------------------------------- images
-def _to_bytes(value: Any) -> bytes | None:
-    if value is None:
-        return None
-    if isinstance(value, Mapping):  # HF Image feature form {"bytes": ..., "path": ...}
-        return _to_bytes(value.get("bytes"))
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, str):
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            return None
-    if isinstance(value, list) and all(isinstance(x, int) for x in value):
-        try:
-            return bytes(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _decode(data: bytes | None) -> str | None:
-    """Extension of a fully decodable image, else None."""
-    if not data:
-        return None
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt = im.format
-            im.load()
-    except Exception:
-        return None
-    return _PIL_EXT.get(fmt or "", ".img")
-
-
-def _fetch_from_inputs(files: Sequence[str], wanted: set[str]) -> dict[str, bytes | None]:
-    """Scan the input files for the image bytes of ``wanted`` uids (first occurrence wins)."""
-    found: dict[str, bytes | None] = {}
-    cols = ["image_0_uid", "image_1_uid", *IMAGE_COLUMNS]
-    for f in files:
-        if len(found) == len(wanted):
-            break
-        path = Path(f)
-        if _is_parquet(path):
-            pf = _parquet_file(path)
-            try:
-                batches = (b.to_pylist() for b in pf.iter_batches(batch_size=256, columns=cols))
-                for batch in batches:
-                    for r in batch:
-                        for side in (0, 1):
-                            uid = _uid(r[f"image_{side}_uid"])
-                            if uid in wanted and uid not in found:
-                                found[uid] = _to_bytes(r.get(f"jpg_{side}"))
-            except Exception as exc:
-                raise ValueError(f"{path}: unreadable parquet file ({type(exc).__name__}: {exc})") from None
-        else:
-            for r in _read_json_rows(path):
-                for side in (0, 1):
-                    uid = _uid(r.get(f"image_{side}_uid"))
-                    if uid in wanted and uid not in found:
-                        found[uid] = _to_bytes(r.get(f"jpg_{side}"))
-    return found
-
-
-def _fetch_from_dir(images_dir: Path, wanted: set[str]) -> dict[str, bytes | None]:
-    found: dict[str, bytes | None] = {}
-    for uid in wanted:
-        data = None
-        for ext in _IMAGE_EXTS:
-            p = images_dir / f"{uid}{ext}"
-            if p.is_file():
-                data = p.read_bytes()
-                break
-        found[uid] = data
-    return found
 
 
 # --------------------------------------------------------------------------------------- oracle
@@ -562,30 +410,35 @@ def build_pickapic_benchmark(
     max_test: int = 20,
     seed: int = 0,
     test_after: str | None = None,
+    split: str | None = None,
+    max_users: int | None = None,
 ) -> dict:
-    """Build ``<out_root>/data/PICKAPIC/`` from a local Pick-a-Pic export; returns the stats dict."""
+    """Build ``<out_root>/data/PICKAPIC/`` from a local Pick-a-Pic export; returns the stats dict.
+    Streams the export (bounded memory); images go to disk as they are found."""
     cfg = PickapicConfig(n_refs=n_refs, min_pairs=min_pairs, min_test=min_test, max_test=max_test,
-                         seed=seed, test_after=test_after)
+                         seed=seed, test_after=test_after, max_users=max_users)
     cfg.validate()
-    rows, has_bytes = load_rows(input_path)
     img_dir = Path(images_dir) if images_dir is not None else None
     if img_dir is not None and not img_dir.is_dir():
         raise ValueError(f"{img_dir}: images_dir is not a folder")
+    files = input_files(input_path, split)
+    has_bytes: dict[str, bool] = {}
+    clean, counts = clean_rows(iter_rows(files, has_bytes))
     lacking = [f for f, ok in has_bytes.items() if not ok]
     if lacking and img_dir is None:
         raise ValueError(f"{lacking[0]}: missing image columns {list(IMAGE_COLUMNS)} (a *_no_images export); "
                          "pass images_dir holding <image uid>.jpg/.png")
-    clean, counts = clean_rows(rows)
     n_decisive_pool = counts["rows_read"] - counts["dropped_no_label"] - counts["dropped_not_different"]
 
-    files = list(has_bytes)
-    byte_files = [f for f in files if has_bytes[f]]
-    images: dict[str, tuple[bytes, str] | None] = {}
+    out_dir = Path(out_root) / "data" / SUBSET
+    image_out = out_dir / "images"
+    writer = ImageWriter(image_out)
+    byte_files = [f for f in files if has_bytes.get(str(f))]
     bad_pairs: set[str] = set()
     identical_pairs = 0
     sel = Selection()
     for rounds in range(1, _MAX_ROUNDS + 1):
-        bad_uids = {u for u, v in images.items() if v is None}
+        bad_uids = {u for u, v in writer.found.items() if v is None}
         pool = [r for r in clean if r["rid"] not in bad_pairs and r["winner"] not in bad_uids and r["loser"] not in bad_uids]
         sel = select_pairs(pool, cfg)
         if not sel.users:
@@ -596,22 +449,15 @@ def build_pickapic_benchmark(
                 f"{len(bad_uids)} images unreadable)"
             )
         chosen = [r for u in sel.users for r in (*u.refs, *u.tests)]
-        wanted = {x for r in chosen for x in (r["winner"], r["loser"])} - set(images)
-        if wanted:
-            fetched: dict[str, bytes | None] = _fetch_from_inputs(byte_files, wanted) if byte_files else {}
-            missing = {u for u in wanted if fetched.get(u) is None}
-            if missing and img_dir is not None:
-                fetched.update({k: v for k, v in _fetch_from_dir(img_dir, missing).items() if v is not None})
-            for uid in wanted:
-                data = fetched.get(uid)
-                ext = _decode(data)
-                images[uid] = (data, ext) if ext is not None else None
+        wanted = {x for r in chosen for x in (r["winner"], r["loser"])} - set(writer.found)
+        if wanted:  # one streaming pass over the export per round (usually one or two rounds)
+            stream_images(byte_files, wanted, writer, img_dir)
         new_bad = set()
         for r in chosen:
-            iw, il = images.get(r["winner"]), images.get(r["loser"])
+            iw, il = writer.found.get(r["winner"]), writer.found.get(r["loser"])
             if iw is None or il is None:
                 new_bad.add(r["rid"])
-            elif iw[0] == il[0]:
+            elif iw[1] == il[1]:  # same digest: byte-identical images under two uids
                 new_bad.add(r["rid"])
                 identical_pairs += 1
         if not new_bad:
@@ -620,17 +466,10 @@ def build_pickapic_benchmark(
     else:  # pragma: no cover - each round removes at least one pair, so this needs a pathological input
         raise RuntimeError(f"{input_path}: selection did not settle after {_MAX_ROUNDS} rounds")
 
-    out_dir = Path(out_root) / "data" / SUBSET
-    image_out = out_dir / "images"
-    image_out.mkdir(parents=True, exist_ok=True)
     used = {x for u in sel.users for r in (*u.refs, *u.tests) for x in (r["winner"], r["loser"])}
-    ext = {}
-    for uid in sorted(used):
-        data, suffix = images[uid]  # type: ignore[misc]
-        ext[uid] = suffix
-        target = image_out / f"{uid}{suffix}"
-        if not target.exists() or target.stat().st_size != len(data):
-            target.write_bytes(data)
+    ext = {uid: writer.found[uid][0] for uid in used}  # type: ignore[index]
+    for path in writer.written - {image_out / f"{uid}{ext[uid]}" for uid in used}:
+        path.unlink(missing_ok=True)  # written in an earlier round for a pair a later round dropped
     records = _records_from_selection(sel, ext, cfg.seed)
 
     json_path = out_dir / f"{SUBSET}.json"
@@ -645,6 +484,7 @@ def build_pickapic_benchmark(
     n_pairs = len(records)
     stats = {
         "input": [str(f) for f in files],
+        "split": split,
         "config": asdict(cfg),
         "users": len(sel.users),
         "pairs": n_pairs,
@@ -656,9 +496,10 @@ def build_pickapic_benchmark(
         "users_considered": sel.users_considered,
         "users_dropped_too_few_pairs": sel.users_too_few_pairs,
         "users_dropped_too_few_test": sel.users_too_few_test,
+        "users_dropped_over_cap": sel.users_over_cap,
         "pairs_dropped_bad_image": len(bad_pairs) - identical_pairs,
         "pairs_dropped_identical_bytes": identical_pairs,
-        "images_unreadable": sum(1 for v in images.values() if v is None),
+        "images_unreadable": sum(1 for v in writer.found.values() if v is None),
         "selection_rounds": rounds,
         "images_written": len(used),
         "label_a_share": sum(r["conversations"][0]["value"] == "Image A" for r in records) / n_pairs,
@@ -677,7 +518,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m preferthinker.data.pickapic",
         description="Build the per-user PICKAPIC benchmark (official layout) from a local Pick-a-Pic export.",
     )
-    ap.add_argument("--input", required=True, help="parquet/JSON/JSONL file or a folder of them")
+    ap.add_argument("--input", required=True, help="parquet/JSON/JSONL file or a folder of them (searched recursively)")
+    ap.add_argument("--split", default=None, help="build from this split only (train, validation, test, ...): required when "
+                                                  "the folder holds several")
+    ap.add_argument("--max-users", type=int, default=None, help="cap on benchmark users (a seeded choice; default: all)")
     ap.add_argument("--out", required=True, help="output root; writes <out>/data/PICKAPIC/")
     ap.add_argument("--refs", type=int, default=5, help="reference pairs per user (K, default 5)")
     ap.add_argument("--images-dir", default=None, help="folder of <uid>.jpg/png for *_no_images exports")
@@ -691,6 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stats = build_pickapic_benchmark(
             args.input, args.out, n_refs=args.refs, images_dir=args.images_dir, min_pairs=args.min_pairs,
             min_test=args.min_test, max_test=args.max_test, seed=args.seed, test_after=args.test_after,
+            split=args.split, max_users=args.max_users,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

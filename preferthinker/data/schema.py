@@ -11,20 +11,29 @@ Two on-disk forms, both from the released code:
   ``<answer>Image B</answer>`` for GRPO, so the label is read from the response's last answer.
 
 Every problem is a ``SchemaError`` naming the file, the record index and the field. Image paths are
-relative to an image root and may not resolve outside it.
+relative to an image root and may not climb out of it (absolute paths, ``..``); a symlink inside the root
+is followed wherever it points, as in a hub snapshot whose files link into the cache's ``blobs/``.
+
+What the official eval script tolerates (an empty reference list, identical candidates, a profile that
+lacks an element) is not an error here either: the record loads, carries a warning code in
+``PreferenceRecord.warnings`` and the evaluation counts those codes in results.json.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from preferthinker.profile import canonicalize_profile
+
+log = logging.getLogger(__name__)
 
 LABELS = ("Image A", "Image B")
 # Keys the loaders interpret; everything else in a record is kept in ``extra`` and written back.
@@ -34,6 +43,14 @@ _KNOWN = {
 }
 MAX_RECORDS = 10_000_000
 MAX_REFS_STORED = 1000  # more references than this in one record is a corrupt file, not a user
+
+# Tolerated problems (the official eval script runs on through them): warning codes kept on the record.
+WARN_EMPTY_REFS = "empty_reference_list"  # the official prompt then skips the whole reference part
+WARN_SAME_CANDIDATES = "identical_candidates"
+WARN_PARTIAL_PROFILE = "profile_missing_element"  # the profile is dropped: no profile metric / reward for it
+# A label is a bare "Image A"/"Image B" or a bare answer block, nothing else (the official script compares
+# the label string exactly; a fallback that searched any text for an answer read instruction texts as labels).
+_ANSWER_BLOCK = re.compile(r"<answer>\s*(Image A|Image B)\s*</answer>")
 
 
 class SchemaError(ValueError):
@@ -61,11 +78,13 @@ class PreferenceRecord:
     response: str | None = None  # assistant target (training JSONL conversations[1].value)
     instruction: str | None = None  # training JSONL conversations[0].value
     extra: dict[str, Any] = field(default_factory=dict)
+    # tolerated problems found when loading (WARN_* codes); not written back, not part of equality
+    warnings: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def swapped(self) -> PreferenceRecord:
         """The same pair with A and B exchanged (position-bias runs). Drops the response, whose
         A/B wording would no longer match."""
-        out = PreferenceRecord(**{**self.__dict__, "extra": dict(self.extra)})
+        out = PreferenceRecord(**{**self.__dict__, "extra": dict(self.extra), "warnings": list(self.warnings)})
         out.image_a, out.image_b = self.image_b, self.image_a
         out.label = "Image B" if self.label == "Image A" else "Image A"
         out.response = None
@@ -80,15 +99,20 @@ class PreferenceRecord:
 
 
 def resolve_image(root: str | os.PathLike, rel: str, *, file: Any = None, index: int | None = None, fld: str = "image", check_exists: bool = True) -> Path:
-    """Join ``rel`` to ``root``; refuse absolute paths and ``..`` tricks that leave the root."""
+    """Join ``rel`` to ``root``. Absolute paths and ``..`` that climb out of the root are refused on the
+    path text itself; the joined path is NOT resolved, so a symlink inside the root is read wherever it
+    points. That is what a hub download needs: ``snapshots/<rev>/data/SP_ID/images/a.png`` is a link to
+    ``blobs/<sha>``, outside the snapshot, and resolving it first made every image "outside the root"."""
     if not isinstance(rel, str) or not rel.strip():
         raise SchemaError(file, index, fld, f"image path must be a non-empty string, got {rel!r}")
-    root_path = Path(root).resolve()
-    target = (root_path / rel).resolve()
-    if target != root_path and root_path not in target.parents:
-        raise SchemaError(file, index, fld, f"image path {rel!r} resolves outside the image root {root_path}")
+    norm = os.path.normpath(rel.replace("\\", "/"))
+    if os.path.isabs(rel) or norm == os.pardir or norm.startswith(os.pardir + os.sep):
+        raise SchemaError(file, index, fld, f"image path {rel!r} resolves outside the image root {Path(root)} "
+                                            f"(record paths must be relative and stay below the root)")
+    target = Path(root) / norm
     if check_exists and not target.is_file():
-        raise SchemaError(file, index, fld, f"image does not exist: {target}")
+        what = "is a broken symlink" if target.is_symlink() else "does not exist"
+        raise SchemaError(file, index, fld, f"image {what}: {target}")
     return target
 
 
@@ -96,17 +120,26 @@ def resolve_image(root: str | os.PathLike, rel: str, *, file: Any = None, index:
 # reading
 
 
-def _label_from_value(value: Any, *, file, index, fld) -> str:
-    """A bench label is exactly "Image A"/"Image B"; a training response carries it in its last <answer>."""
+def _label_from_value(value: Any, *, file, index, fld, response: bool = False) -> str:
+    """A label is exactly "Image A"/"Image B" or a bare ``<answer>Image X</answer>`` (what the released
+    answer-only JSONL writes). With ``response=True`` (a training response) a full CoT whose one answer
+    block ends it is also read. Anything else is an error: the official eval compares the label string
+    exactly, so text that merely mentions an answer (an instruction, "<answer>Image A</answer> or
+    <answer>Image B</answer>") must never become one."""
     if not isinstance(value, str):
         raise SchemaError(file, index, fld, f"label must be a string, got {type(value).__name__}")
     text = value.strip()
-    if text not in LABELS:
-        found = re.findall(r"<answer>(.*?)</answer>", value, re.DOTALL)
-        text = found[-1].strip() if found else text
-    if text not in LABELS:
-        raise SchemaError(file, index, fld, f"label must be exactly 'Image A' or 'Image B', got {value[:80]!r}")
-    return text
+    if text in LABELS:
+        return text
+    bare = _ANSWER_BLOCK.fullmatch(text)
+    if bare:
+        return bare.group(1)
+    if response:
+        blocks = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)
+        if len(blocks) == 1 and text.endswith("</answer>") and blocks[0].strip() in LABELS:
+            return blocks[0].strip()
+    allowed = "'<answer>Image A</answer>' or a response ending with its only answer block" if response else "'<answer>Image A</answer>'"
+    raise SchemaError(file, index, fld, f"label must be exactly 'Image A' or 'Image B' (or {allowed}), got {value[:80]!r}")
 
 
 def _str_list(obj: dict, key: str, *, file, index, required: bool = True) -> list[str]:
@@ -117,19 +150,25 @@ def _str_list(obj: dict, key: str, *, file, index, required: bool = True) -> lis
     value = obj[key]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise SchemaError(file, index, key, f"must be a list of strings, got {type(value).__name__}")
-    if required and not value:
-        raise SchemaError(file, index, key, "empty reference list (need at least one image)")
     if len(value) > MAX_REFS_STORED:
         raise SchemaError(file, index, key, f"{len(value)} references is more than the limit {MAX_REFS_STORED}")
     return list(value)
 
 
-def _attributes(obj: dict, key: str, *, file, index) -> dict[str, str] | None:
+def _attributes(obj: dict, key: str, *, file, index, warnings: list[str]) -> dict[str, str] | None:
+    """The canonical five-element profile, or None. A profile lacking an element is tolerated (the
+    official eval never reads it) but dropped with a warning: a partial profile would score as wrong."""
     if obj.get(key) in (None, "", {}):
         return None
     try:
         return canonicalize_profile(obj[key])
-    except (ValueError, AttributeError, TypeError) as e:
+    except ValueError as e:
+        if "lacks element" in str(e):
+            warnings.append(WARN_PARTIAL_PROFILE)
+            log.debug("%s record %s field %r: %s (profile dropped)", file, index, key, e)
+            return None
+        raise SchemaError(file, index, key, str(e)) from None
+    except (AttributeError, TypeError) as e:
         raise SchemaError(file, index, key, str(e)) from None
 
 
@@ -142,10 +181,13 @@ def record_from_dict(obj: Any, *, file=None, index: int | None = None, kind: str
             raise SchemaError(file, index, key, "missing key")
         if not isinstance(obj[key], str) or not obj[key].strip():
             raise SchemaError(file, index, key, f"must be a non-empty string, got {obj[key]!r}")
-    if obj["imageA"] == obj["imageB"]:
-        raise SchemaError(file, index, "imageB", f"the same file {obj['imageA']!r} is both candidates")
+    warnings: list[str] = []
+    if obj["imageA"] == obj["imageB"]:  # the official script scores it (a coin flip for any model): count, not abort
+        warnings.append(WARN_SAME_CANDIDATES)
     preferred = _str_list(obj, "prefered_images", file=file, index=index)
     non_preferred = _str_list(obj, "non_prefered_images", file=file, index=index)
+    if not preferred or not non_preferred:  # the official prompt then leaves out the reference part
+        warnings.append(WARN_EMPTY_REFS)
     convs = obj.get("conversations")
     if not isinstance(convs, list) or not convs or not all(isinstance(c, dict) and "value" in c for c in convs):
         raise SchemaError(file, index, "conversations", "must be a non-empty list of objects with a 'value'")
@@ -156,7 +198,7 @@ def record_from_dict(obj: Any, *, file=None, index: int | None = None, kind: str
         if len(convs) < 2:
             raise SchemaError(file, index, "conversations", "training records need [instruction, response]")
         instruction, response = convs[0]["value"], convs[1]["value"]
-        label = _label_from_value(response, file=file, index=index, fld="conversations[1].value")
+        label = _label_from_value(response, file=file, index=index, fld="conversations[1].value", response=True)
     else:
         raise ValueError(f"kind must be 'bench' or 'train', got {kind!r}")
     rpl = obj.get("reference_prompt_list")
@@ -170,13 +212,27 @@ def record_from_dict(obj: Any, *, file=None, index: int | None = None, kind: str
         non_preferred=non_preferred,
         label=label,
         user_id=None if user_id is None else str(user_id),
-        prefer_attributes=_attributes(obj, "prefer_attributes", file=file, index=index),
-        non_prefer_attributes=_attributes(obj, "non_prefer_attributes", file=file, index=index),
+        prefer_attributes=_attributes(obj, "prefer_attributes", file=file, index=index, warnings=warnings),
+        non_prefer_attributes=_attributes(obj, "non_prefer_attributes", file=file, index=index, warnings=warnings),
         reference_prompt_list=rpl,
         response=response,
         instruction=instruction,
         extra={k: v for k, v in obj.items() if k not in _KNOWN},
+        warnings=warnings,
     )
+
+
+def warning_counts(records: Iterable[PreferenceRecord]) -> dict[str, int]:
+    """{warning code: number of records carrying it} (results.json's ``data_warnings``)."""
+    return dict(sorted(Counter(w for r in records for w in dict.fromkeys(r.warnings)).items()))
+
+
+def _log_warnings(path: Path, records: Sequence[PreferenceRecord]) -> None:
+    counts = warning_counts(records)
+    if counts:
+        first = {code: [i for i, r in enumerate(records) if code in r.warnings][:5] for code in counts}
+        log.warning("%s: tolerated as the official script does: %s", path,
+                    "; ".join(f"{code} x{n} (records {', '.join(map(str, first[code]))}{', ...' if n > 5 else ''})" for code, n in counts.items()))
 
 
 def check_images(rec: PreferenceRecord, image_root: str | os.PathLike, *, file=None, index: int | None = None) -> None:
@@ -222,6 +278,7 @@ def load_bench(path: str | os.PathLike, image_root: str | os.PathLike | None = N
         if validate_images:
             check_images(rec, root, file=path, index=i)
         out.append(rec)
+    _log_warnings(path, out)
     return out
 
 
@@ -246,6 +303,7 @@ def load_train_jsonl(path: str | os.PathLike, image_root: str | os.PathLike | No
             out.append(rec)
             if len(out) > MAX_RECORDS:
                 raise SchemaError(path, None, None, f"more than {MAX_RECORDS} records")
+    _log_warnings(path, out)
     return out
 
 

@@ -32,6 +32,7 @@ class GenerationSettings:
     engine: str = "auto"  # auto | hf | fast (see the module docstring)
     compile: bool | None = None  # fast engine: CUDA-graph the decode step (None: on CUDA)
     min_new_tokens: int = 0  # benchmarks only: force every sample to its full length (EOS blocked before)
+    vision_ids: bool = False  # add_vision_id: "Picture N: " before each image (the official eval script's prompt)
 
 
 class Generator:
@@ -92,6 +93,7 @@ class Generator:
         with self._tok_lock:
             inputs = self.processor.apply_chat_template(
                 list(batch), tokenize=True, return_dict=True, return_tensors="pt", add_generation_prompt=True, processor_kwargs=kw,
+                add_vision_id=self.settings.vision_ids,
             )
         return {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
 

@@ -10,7 +10,11 @@ the same outputs as one process. Each rank appends to its own predictions file a
 restarted run skips what is already scored.
 
     python scripts/eval.py                                  # newest tiny checkpoint on the synthetic splits
-    python scripts/eval.py model.path=/ckpt/PreferThinker bench.root=data/PreferImg-Bench prompt.style=official prompt.system=official ...
+    python scripts/eval.py +experiment=official_eval_7b model.path=/ckpt/PreferThinker_model bench.root=/data/PreferImg-Bench
+
+A run in which more than ``bench.max_error_rate`` of a system's samples fail (unreadable images, bad
+paths) still writes its predictions and reports, then exits non-zero with the most common reasons:
+an accuracy over a run of errors is not a result.
     accelerate launch --num_processes 8 scripts/eval.py ... run_dir=outputs/eval/7b
 """
 
@@ -30,8 +34,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from preferthinker.data.loading import PromptSpec, sample_inputs
-from preferthinker.data.schema import PreferenceRecord, SchemaError, default_image_root, load_bench, subset_paths
-from preferthinker.prompting import ImageLoadError
+from preferthinker.data.schema import PreferenceRecord, SchemaError, default_image_root, load_bench, subset_paths, warning_counts
+from preferthinker.evaluation.errors import EvaluationFailed, error_summary
+from preferthinker.prompting import STYLES, ImageLoadError
+from preferthinker.prompting import SYSTEMS as PROMPT_SYSTEMS
 from preferthinker.response import NONPREF_TAG, PREF_TAG, parse_response, render_profile_block
 from preferthinker.runtime import ConfigError, check, is_main_process, rank, setup_run, world_size
 
@@ -44,13 +50,20 @@ SYSTEMS = ("model", "base", "random", "pixel")
 # items and records
 
 
-def load_subsets(root: str, subsets: Sequence[str] | None, max_samples: int | None) -> dict[str, tuple[list[PreferenceRecord], Path]]:
+def load_subsets(root: str, subsets: Sequence[str] | None, max_samples: int | None,
+                 image_root: str | None = None) -> dict[str, tuple[list[PreferenceRecord], Path]]:
     """{subset: (records, image_root)}; image existence is checked per sample later (a corrupt sample
-    is counted, not fatal), everything else about the file is checked now."""
+    is counted, not fatal), everything else about the file is checked now. ``image_root`` (the official
+    script's ``--image_root``) replaces the ``images/`` folder beside each JSON; ``{subset}`` in it is
+    replaced by the subset name."""
     out = {}
     for name, path in subset_paths(root, list(subsets) if subsets else None).items():
         recs = load_bench(path, validate_images=False)
-        out[name] = (recs[: max_samples] if max_samples else recs, default_image_root(path))
+        folder = Path(str(image_root).replace("{subset}", name)) if image_root else default_image_root(path)
+        if not folder.is_dir():
+            raise ConfigError(f"bench.image_root={image_root}: {folder} is not a folder (subset {name}); it must hold the "
+                              f"images that {path} names, relative paths joined to it")
+        out[name] = (recs[: max_samples] if max_samples else recs, folder)
     return out
 
 
@@ -89,7 +102,7 @@ def model_system(path: str, cfg: DictConfig, spec: PromptSpec) -> Callable:
     gen = Generator(model, processor, GenerationSettings(max_new_tokens=int(g.max_new_tokens), repetition_penalty=float(g.repetition_penalty),
                                                          batch_size=int(g.batch_size), engine=str(g.get("engine", "auto")),
                                                          compile=None if compile_ == "auto" else bool(compile_),
-                                                         min_new_tokens=int(g.get("min_new_tokens") or 0)))
+                                                         min_new_tokens=int(g.get("min_new_tokens") or 0), vision_ids=spec.vision_ids))
     log.info("generation engine for %s: %s", path, gen.engine)
 
     def prepare(items: list[tuple[PreferenceRecord, Path, bool, str]]):
@@ -274,6 +287,11 @@ def validate(cfg: DictConfig) -> None:
           cfg.generation.get("min_new_tokens"), "use 0..max_new_tokens (benchmarks only)")
     if cfg.bench.max_samples is not None:
         check(int(cfg.bench.max_samples) >= 1, "bench.max_samples", cfg.bench.max_samples, "use >= 1 or null")
+    rate = cfg.bench.get("max_error_rate", 0.05)
+    check(isinstance(rate, (int, float)) and 0 <= float(rate) <= 1, "bench.max_error_rate", rate, "use a fraction in [0, 1]")
+    check(cfg.prompt.style in STYLES, "prompt.style", cfg.prompt.style, f"choose one of {', '.join(STYLES)}")
+    check(cfg.prompt.system in PROMPT_SYSTEMS or cfg.prompt.system is None, "prompt.system", cfg.prompt.system,
+          f"choose one of {', '.join(PROMPT_SYSTEMS)}")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -282,7 +300,7 @@ def run(cfg: DictConfig) -> dict:
         _init_process_group()
     run_dir = setup_run(cfg, "eval")
     spec = PromptSpec.from_cfg(cfg.prompt, cfg.model)
-    data = load_subsets(str(cfg.bench.root), cfg.bench.subsets, cfg.bench.max_samples)
+    data = load_subsets(str(cfg.bench.root), cfg.bench.subsets, cfg.bench.max_samples, cfg.bench.get("image_root"))
     log.info("subsets: %s", ", ".join(f"{k} ({len(v[0])})" for k, v in data.items()))
 
     all_records: dict[str, dict[str, list[dict]]] = {}
@@ -330,6 +348,9 @@ def run(cfg: DictConfig) -> dict:
         "world_size": world_size(), "subsets": metrics(all_records[main]),
         "systems": {label[n]: {"subsets": metrics(all_records[n])} for n in names if n != main},
         "timing_s": {label[n]: round(t, 1) for n, t in timings.items()},
+        # what the official script tolerates (empty reference lists, identical candidates, partial profiles): counted
+        "data_warnings": {s: warning_counts(recs) for s, (recs, _) in data.items() if warning_counts(recs)},
+        "errors": {label[n]: error_summary(all_records[n]) for n in names},
     }
     n_items = sum(len(r) for r in all_records[main].values())
     # samples scored by this run (a resumed run does not count the rows it found on disk); batches are dealt
@@ -356,6 +377,9 @@ def run(cfg: DictConfig) -> dict:
     written = write_report(results, run_dir)
     log.info("scored %d items with %s; report: %s", n_items, label[main], written.get("markdown", run_dir / "results.md"))
     print((run_dir / "results.md").read_text() if (run_dir / "results.md").is_file() else json.dumps(results["subsets"], indent=1))
+    failed = {n: e for n, e in results["errors"].items() if e["rate"] > float(cfg.bench.get("max_error_rate", 0.05))}
+    if failed:  # reports and predictions are written (and resumable); the exit status says the numbers are not results
+        raise EvaluationFailed(failed, float(cfg.bench.get("max_error_rate", 0.05)), run_dir)
     return results
 
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from preferthinker.data.loading import (PromptSpec, build_alignment_examples, build_check_examples, build_examples, build_read_examples,
                                         build_total_examples, corpus_for_tokenizer, image_root_for, profile_terms)
-from preferthinker.data.schema import load_train_jsonl
+from preferthinker.data.sft_formats import load_sft_records
 from preferthinker.runtime import ConfigError, check, is_main_process, setup_run, write_json
 
 log = logging.getLogger("preferthinker.sft")
@@ -399,12 +399,12 @@ def run(cfg: DictConfig) -> dict:
         raise ConfigError(f"data.train_sft={train_path}: file does not exist. Make the synthetic data with "
                           f"`python scripts/make_data.py`, or point data.train_sft at an official-schema JSONL")
     image_root = image_root_for(train_path, cfg.data.image_root)
-    records = load_train_jsonl(train_path, image_root)
+    records, form = load_sft_records(train_path, image_root)  # ours / official JSONL or LLaMA-Factory ShareGPT, detected
     if cfg.data.get("max_samples"):
         records = records[: int(cfg.data.max_samples)]
     n_val = min(int(cfg.data.get("val_samples") or 0), len(records) // 10)
     train_recs, val_recs = records[n_val:], records[:n_val]
-    log.info("records: %d train, %d validation (from %s)", len(train_recs), len(val_recs), train_path)
+    log.info("records: %d train, %d validation (from %s, %s form)", len(train_recs), len(val_recs), train_path, form)
 
     # 2. backbone + processor (the tiny default is built from the training texts on first use)
     from preferthinker.modeling import count_parameters, load_model_and_processor
