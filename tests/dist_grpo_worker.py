@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--per-device", type=int, default=2)
     ap.add_argument("--accum", type=int, default=1)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--stable-weights", action="store_true", help="ZeRO-3: decode from buffers allocated once")
     a = ap.parse_args()
 
     from datasets import Dataset
@@ -77,7 +78,8 @@ def main() -> None:
         disable_tqdm=True,
     )
     checks = {"loss_pass_max_diff": 0.0, "loss_pass_calls": 0, "rollout_max_diff": 0.0, "rollout_tokens": 0,
-              "completion_sha": []}
+              "completion_sha": [],
+              "buffer_addresses": []}
 
     base = fast_trainer_class() if a.mode == "fast" else GRPOTrainer
 
@@ -108,10 +110,12 @@ def main() -> None:
                 checks["rollout_max_diff"] = max(checks["rollout_max_diff"], float(diff.max()) if diff.numel() else 0.0)
                 checks["rollout_tokens"] += int(m.sum())
             checks["completion_sha"].append(hashlib.sha256(out["completion_ids"].cpu().numpy().tobytes()).hexdigest()[:16])
+            checks["buffer_addresses"].append(hash(tuple(self.rollout_func._stable.addresses())))
             return out
 
     kwargs = dict(model=model, reward_funcs=[_reward], args=args, train_dataset=Dataset.from_list(_rows(Path(a.data), proc, 8)),
-                  processing_class=proc, rollout_func=TRLRolloutFunc())
+                  processing_class=proc,
+                  rollout_func=TRLRolloutFunc(stable_weights=True if a.stable_weights else None))
     trainer = Checked(shared_prefix=True, **kwargs) if a.mode == "fast" else Checked(**kwargs)
     trainer.train()
 
@@ -130,7 +134,7 @@ def main() -> None:
     dist.all_gather_object(per_rank, {**checks, "shared_prefix_calls": getattr(trainer, "shared_prefix_calls", 0),
                                       "shared_prefix_fallbacks": getattr(trainer, "shared_prefix_fallbacks", {}),
                                       "rollout_calls": trainer.rollout_func.calls, "rollout_fallbacks": trainer.rollout_func.fallbacks,
-                                      "rollout_policy": trainer.rollout_func.policy})
+                                      "rollout_policy": trainer.rollout_func.policy, "stable_copies": trainer.rollout_func._stable.copies})
     if dist.get_rank() == 0:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)

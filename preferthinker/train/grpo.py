@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from preferthinker.data.loading import PromptSpec, build_examples, image_root_for
 from preferthinker.data.schema import load_train_jsonl
 from preferthinker.runtime import ConfigError, check, is_main_process, setup_run, write_json
-from preferthinker.train.sft import distributed_report, fault_injection_callbacks, make_args, peft_config, plot_curves, save_final, train_with_resume, trainer_kwargs, validate_common
+from preferthinker.train.sft import (distributed_report, fault_injection_callbacks, make_args, peft_config, plot_curves, save_final,
+                                     throughput, train_with_resume, trainer_kwargs, validate_common)
 
 log = logging.getLogger("preferthinker.grpo")
 
@@ -98,11 +99,20 @@ def rollout_report(trainer: object, settings: dict) -> dict:
     rf = getattr(trainer, "rollout_func", None)
     out: dict = {"engine": settings["engine"]}
     if rf is not None and hasattr(rf, "policy"):
-        out.update(policy=rf.policy, rollout_calls=rf.calls, rollout_fallbacks=rf.fallbacks)
+        out.update(policy=rf.policy, rollout_calls=rf.calls, rollout_fallbacks=rf.fallbacks, throughput=rf.throughput())
     if hasattr(trainer, "shared_prefix_calls"):
         out.update(shared_prefix=trainer.shared_prefix, shared_prefix_calls=trainer.shared_prefix_calls,
                    shared_prefix_fallbacks=dict(trainer.shared_prefix_fallbacks))
     return out
+
+
+def step_times(history: list[dict]) -> dict:
+    """TRL's per-step ``step_time``: the first step (warm-up: compilation, CUDA-graph capture, allocator growth) apart
+    from the median of the others."""
+    times = [float(h["step_time"]) for h in history if "step_time" in h]
+    rest = sorted(times[1:])
+    return {"first": round(times[0], 3) if times else None, "median_after_first": round(rest[len(rest) // 2], 3) if rest else None,
+            "steps": len(times)}
 
 
 def latest_final(stage: str, root: str | Path = "outputs") -> str:
@@ -195,6 +205,8 @@ def run(cfg: DictConfig) -> dict:
         "resumed_from": resume,
         "distributed": dist_info,
         "rollout": rollout_report(trainer, settings),
+        "step_time_s": step_times(history),
+        **throughput(history, wall, trainer.model),
         "last_logged": {k: next((h[k] for h in reversed(history) if k in h), None) for k in reward_keys},
     }
     if is_main_process():

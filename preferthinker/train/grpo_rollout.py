@@ -140,6 +140,8 @@ class TRLRolloutFunc:
         self.fallbacks = 0
         self.last_stats: list[dict] = []
         self.policy: dict[str, Any] = {}
+        # sums over the rollouts after the first (the first one compiles / captures CUDA graphs on GPU)
+        self.totals: dict[str, float] = {"rollouts": 0, "new_tokens": 0, "prefill_s": 0.0, "decode_s": 0.0}
 
     def unsupported(self, trainer: Any) -> str | None:
         """Why FastRollout cannot reproduce TRL's sampling for this trainer (None when it can)."""
@@ -262,4 +264,18 @@ class TRLRolloutFunc:
                         out_prompt[start + g] = p_ids
                         out_comp[start + g] = ids_cpu[row][m].tolist()
                         out_logp[start + g] = logp_cpu[row][m].tolist()
+        if self.calls > 1:
+            self.totals["rollouts"] += 1
+            for st in self.last_stats:
+                self.totals["new_tokens"] += st["new_tokens"]
+                self.totals["prefill_s"] += st["prefill_s"]
+                self.totals["decode_s"] += st["decode_s"]
         return {"prompt_ids": out_prompt, "completion_ids": out_comp, "logprobs": out_logp}
+
+    def throughput(self) -> dict[str, Any]:
+        """New tokens per second of this process's rollouts after the first (results.json ``rollout``)."""
+        t = dict(self.totals)
+        busy = t["prefill_s"] + t["decode_s"]
+        t["new_tokens_per_s"] = round(t["new_tokens"] / busy, 1) if busy > 0 else None
+        t["prefill_s"], t["decode_s"] = round(t["prefill_s"], 3), round(t["decode_s"], 3)
+        return t
