@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if shape_name == "gpu" and not cuda:
         ap.error("--shape gpu needs CUDA; use --shape tiny for the CPU dry run")
     shape = SHAPES[shape_name]
-    nproc = args.nproc or (torch.cuda.device_count() if cuda else 2)
+    nproc = args.nproc if args.nproc is not None else (torch.cuda.device_count() if cuda else 2)
     if nproc < 1:
         ap.error(f"--nproc must be >= 1, got {nproc}")
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
