@@ -27,6 +27,8 @@ Only torch + transformers + peft are needed for env/build/rollout/sft; the GRPO 
 
     python benchmarks/gpu_speed.py                       # GPU: writes $OUT/gpu_speed.json (or ./gpu_speed.json)
     python benchmarks/gpu_speed.py --quick --out x.json  # CPU smoke run on the tiny model (tests use it)
+    python benchmarks/gpu_speed.py --mode recipes ...    # the recipes as launched: torchrun + ZeRO-2/3, project vs
+                                                         # vanilla TRL (benchmarks/recipe_speed.py; --shape tiny on CPU)
 """
 
 from __future__ import annotations
@@ -547,6 +549,14 @@ def stage_summary(run: Run) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--mode", choices=("stages", "recipes"), default="stages")
+    mode, rest = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if mode.mode == "recipes":  # the recipes as launched (torchrun + DeepSpeed), in benchmarks/recipe_speed.py
+        from benchmarks.recipe_speed import main as recipes_main
+
+        return recipes_main(rest)
+    argv = rest
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     default_out = Path(os.environ["OUT"]) / "gpu_speed.json" if os.environ.get("OUT") else Path("gpu_speed.json")
     ap.add_argument("--out", type=Path, default=default_out, help="JSON results file (default $OUT/gpu_speed.json)")

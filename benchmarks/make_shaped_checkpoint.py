@@ -19,6 +19,11 @@ SHAPES = {
                          vocab_size=152064, mrope=[16, 24, 24]),
                vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
                            fullatt_block_indexes=[7, 15, 23, 31], window_size=112)),
+    # Qwen2.5-VL-3B-Instruct: 3.75 B parameters (same ViT, LM 2048 wide x 36 layers; untied head here)
+    "3b": dict(text=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2,
+                         vocab_size=151936, mrope=[16, 24, 24]),
+               vision=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
+                           fullatt_block_indexes=[7, 15, 23, 31], window_size=112)),
     "tiny-test": dict(text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                 vocab_size=2048, mrope=[2, 3, 3]),
                       vision=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64,

@@ -191,3 +191,53 @@ def test_shared_prompt_pass_with_every_completion_masked(tiny_model, mini_data, 
     lp, ent, _ = tr._get_per_token_logps_and_entropies(tr.model, ids, am, comp.shape[1], compute_entropy=True, **kw)
     assert lp.shape == ent.shape == comp.shape and (lp == 0).all() and (ent == 0).all()
     (lp.sum() + ent.sum()).backward()
+
+
+def test_stable_weights_keep_addresses_and_follow_the_weights():
+    """ZeRO-3 decodes from buffers allocated once: inside ``pinned`` the parameters live at the same addresses on every
+    call and hold the current values; outside, the parameters get their own tensors back (DeepSpeed re-partitions
+    what it gathered)."""
+    from preferthinker.train.grpo_rollout import StableWeights
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    stable = StableWeights()
+    seen = []
+    for step in range(3):
+        own = [p.data for p in model.parameters()]
+        with stable.pinned(model):
+            seen.append([p.data_ptr() for p in model.parameters()])
+            for p, data in zip(model.parameters(), own):
+                assert p.data_ptr() != data.data_ptr() and torch.equal(p.data, data)
+            x = torch.randn(5, 4)
+            assert torch.equal(model(x), torch.nn.functional.linear(torch.nn.functional.linear(x, own[0], own[1]), own[2], own[3]))
+        assert [p.data_ptr() for p in model.parameters()] == [d.data_ptr() for d in own]
+        with torch.no_grad():  # an optimizer step between rollouts
+            for p in model.parameters():
+                p.add_(0.5 * (step + 1))
+    assert seen[0] == seen[1] == seen[2] == stable.addresses() and stable.copies == 3
+
+
+def test_rollout_policy_per_sharding():
+    """Compiled decode where parameters stay put (one process, DDP, ZeRO-2), from stable buffers under ZeRO-3, never
+    under FSDP; ZeRO-3 without the per-rollout gather keeps TRL's (rank-synchronised) generation."""
+    from types import SimpleNamespace
+
+    from preferthinker.train.grpo_rollout import TRLRolloutFunc
+
+    def trainer(sharding, gather=True):
+        stage = int(sharding[-1]) if sharding.startswith("zero") else 0
+        acc = SimpleNamespace(num_processes=1 if sharding == "none" else 2,
+                              state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=stage) if stage else None))
+        return SimpleNamespace(accelerator=acc, is_deepspeed_enabled=bool(stage), is_fsdp_enabled=sharding == "fsdp",
+                               args=SimpleNamespace(ds3_gather_for_generation=gather, generation_kwargs=None))
+
+    on = TRLRolloutFunc(compile=True)
+    assert on.decide(trainer("none")) == {"sharding": "none", "compile": True, "stable_weights": False}
+    assert on.decide(trainer("ddp")) == {"sharding": "ddp", "compile": True, "stable_weights": False}
+    assert on.decide(trainer("zero2")) == {"sharding": "zero2", "compile": True, "stable_weights": False}
+    assert on.decide(trainer("zero3")) == {"sharding": "zero3", "compile": True, "stable_weights": True}
+    assert on.decide(trainer("fsdp"))["compile"] is False
+    assert TRLRolloutFunc(compile=True, stable_weights=False).decide(trainer("zero3"))["compile"] is False
+    assert TRLRolloutFunc(compile=False).decide(trainer("zero3")) == {"sharding": "zero3", "compile": False, "stable_weights": False}
+    assert on.unsupported(trainer("zero3", gather=False)).startswith("ZeRO-3 without ds3_gather_for_generation")
+    assert on.unsupported(trainer("zero2", gather=False)) is None

@@ -53,6 +53,9 @@ def test_grpo_updates_policy_and_logs_each_reward(mini_data, tiny_model, tmp_pat
         ({"reward.weights": "[1.0]"}, "reward"),
         ({"trainer.not_a_field": 3}, "trainer.not_a_field"),
         ({"model.path": "/does/not/exist"}, "model.path"),
+        ({"rollout.engine": "sglang"}, "rollout.engine"),
+        ({"rollout.compile": "maybe"}, "rollout.compile"),
+        ({"rollout.cache_bucket": 0}, "rollout.cache_bucket"),
     ],
 )
 def test_bad_settings_fail_early_with_the_key(mini_data, tiny_model, tmp_path, override, key):
@@ -77,6 +80,10 @@ def test_grpo_deepspeed_two_processes(mini_data, tiny_model, tmp_path, stage):
     res = json.loads((run_dir / "results.json").read_text())
     assert res["distributed"]["world_size"] == 2 and res["distributed"]["ranks_agree"], res["distributed"]
     assert res["global_step"] == 2
+    # the fast path stayed on under DeepSpeed: FastRollout for every rollout, the shared-prompt pass in the loss
+    rollout = res["rollout"]
+    assert rollout["engine"] == "fast" and rollout["policy"]["sharding"] == stage and rollout["rollout_fallbacks"] == 0
+    assert rollout["shared_prefix_calls"] >= 2 and rollout["shared_prefix_fallbacks"] == {}, rollout
 
 
 @pytest.mark.slow
@@ -107,3 +114,47 @@ def test_grpo_resume_after_kill_matches_uninterrupted_run(mini_data, sft_model, 
     assert any(not torch.equal(init[k], a[k]) for k in init), "the reference run did not change the policy: the test would be vacuous"
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def _rollout_cfg(mini_data, tiny_model, tmp_path, *extra):
+    return compose("grpo", _grpo_overrides(mini_data, tiny_model, tmp_path / "run") + list(extra))
+
+
+def test_rollout_group_maps_to_the_trainer(mini_data, tiny_model, tmp_path, monkeypatch):
+    """configs/rollout/: fast (the project's rollout + shared-prompt pass), trl (plain GRPOTrainer), vllm (TRL's own
+    use_vllm=True, vllm_mode=colocate, with the shared-prompt pass). vLLM is looked up, never imported: without it,
+    choosing it is a ConfigError naming the extra to install; with it (pretended here), the GRPOConfig fields are set."""
+    import importlib.util
+    import sys as _sys
+
+    from preferthinker.train.grpo import rollout_settings
+
+    fast = rollout_settings(_rollout_cfg(mini_data, tiny_model, tmp_path).rollout)
+    assert fast == {"engine": "fast", "fast": True, "shared_prefix": "auto", "grpo_args": {},
+                    "rollout": {"static_cache": True, "cache_bucket": 256, "compile": None, "stable_weights": None}}
+    forced = rollout_settings(_rollout_cfg(mini_data, tiny_model, tmp_path, "rollout.compile=false", "rollout.shared_prefix=true").rollout)
+    assert forced["rollout"]["compile"] is False and forced["shared_prefix"] is True
+    trl = rollout_settings(_rollout_cfg(mini_data, tiny_model, tmp_path, "rollout=trl").rollout)
+    assert trl["fast"] is False and trl["rollout"] is None and trl["grpo_args"] == {}
+
+    vcfg = _rollout_cfg(mini_data, tiny_model, tmp_path, "rollout=vllm", "rollout.gpu_memory_utilization=0.4")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real_find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"rollout=vllm: the vllm package is not installed.*\[vllm\]"):
+        rollout_settings(vcfg.rollout)
+    from preferthinker.train.grpo import run
+
+    with pytest.raises(ConfigError, match="rollout=vllm"):  # the recipe refuses before loading any model
+        run(vcfg)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real_find_spec(name, *a))
+    v = rollout_settings(vcfg.rollout)
+    assert v["fast"] is True and v["rollout"] is None and v["shared_prefix"] == "auto"
+    assert v["grpo_args"] == {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.4,
+                              "vllm_tensor_parallel_size": 1, "vllm_enable_sleep_mode": False}
+    from trl import GRPOConfig
+
+    args = GRPOConfig(output_dir=str(tmp_path / "o"), use_cpu=True, **v["grpo_args"])  # every field is TRL's own
+    assert args.use_vllm and args.vllm_mode == "colocate"
+    with pytest.raises(ConfigError, match="rollout.vllm_mode"):
+        rollout_settings(_rollout_cfg(mini_data, tiny_model, tmp_path, "rollout=vllm", "rollout.vllm_mode=server").rollout)
+    assert "vllm" not in _sys.modules  # looked up, never imported

@@ -254,3 +254,33 @@ def test_total_rows_hold_the_sections_and_complete_with_the_totals(mini_data):
     assert recs[0].response.endswith(done) and user.split("\n", 1)[1] in recs[0].response
     no_total = dataclasses.replace(recs[0], response="<answer>Image A</answer>")
     assert build_total_examples([no_total], PromptSpec(style="compact", system="compact")) == []
+
+
+def test_speed_switches_are_checked_and_reported(mini_data, tiny_model, tmp_path, monkeypatch):
+    """The SFT throughput switches: the settings a run trained with land in results.json "speed" (attention of the
+    language model and of the vision tower, checkpointing, micro-batch, TRL's fused LM head); a switch that cannot
+    work here is a ConfigError naming its key before any model loads; liger maps to SFTConfig.use_liger_kernel."""
+    from preferthinker.train import speed as speed_mod
+    from preferthinker.train.sft import run
+
+    res = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "run", **{
+        "trainer.max_steps": 1, "trainer.save_strategy": "no", "trainer.gradient_checkpointing": True,
+        "trainer.per_device_train_batch_size": 2})))
+    assert res["speed"] == {"padding_free": False, "liger_kernel": False, "fused_lm_head": "trl", "attn_implementation": "sdpa",
+                            "vision_attn_implementation": "sdpa", "gradient_checkpointing": True, "per_device_train_batch_size": 2,
+                            "gradient_accumulation_steps": 1, "bf16": False}
+    with pytest.raises(ConfigError, match=r"speed\.padding_free=true: TRL 1\.16's SFTTrainer refuses"):
+        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad1", **{"speed.padding_free": True})))
+    monkeypatch.setattr(speed_mod, "_installed", lambda module: False)
+    with pytest.raises(ConfigError, match=r"speed\.liger_kernel=true: liger-kernel is not installed"):
+        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad2", **{"speed.liger_kernel": True})))
+    with pytest.raises(ConfigError, match=r"model\.attn_implementation=flash_attention_2: the flash_attn package"):
+        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad3", **{"model.attn_implementation": "flash_attention_2"})))
+    with pytest.raises(ConfigError, match=r"model\.attn_implementation"):
+        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad4", **{"model.attn_implementation": "fast"})))
+    monkeypatch.setattr(speed_mod, "_installed", lambda module: True)
+    cfg = compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "x", **{"speed.liger_kernel": True,
+                                                                                  "model.attn_implementation": "flash_attention_2"}))
+    assert speed_mod.speed_settings(cfg, cuda=True)["sft_args"] == {"use_liger_kernel": True}
+    with pytest.raises(ConfigError, match="CUDA only"):
+        speed_mod.speed_settings(cfg, cuda=False)

@@ -3,14 +3,8 @@
 Two levers, each exact (the same sampling distribution, the same log-probs and gradients up to float rounding):
 
 1. **Rollout** through ``preferthinker.rollout.FastRollout`` (one prefill per prompt shared by its G samples, a
-   static KV cache, a CUDA-graph-compiled decode step on CUDA). It plugs into TRL through TRL's own
-   ``rollout_func`` argument (experimental in 1.16): ``GRPOTrainer._generate`` calls ``rollout_func(prompts,
-   trainer)`` with the conversational prompts (images already placed in the messages by
-   ``prepare_multimodal_messages``) and takes back ``prompt_ids`` / ``completion_ids`` / ``logprobs``; it then
-   restores the dataset images itself for the loss forward. That hook works for VLMs without vLLM, so no trainer
-   method is overridden for the rollout. Settings FastRollout does not implement (``repetition_penalty``, custom
-   ``generation_kwargs``, tools, environments) fall back to TRL's own ``_tokenize_prompts`` +
-   ``_generate_single_turn``.
+   static KV cache, a CUDA-graph-compiled decode step on CUDA), plugged into TRL's own ``rollout_func`` argument by
+   ``preferthinker.train.grpo_rollout.TRLRolloutFunc`` (which also says how it runs under DDP and ZeRO-2/3).
 
 2. **Shared-prompt log-probs** (``FastGRPOTrainer``). TRL scores each of the G completions of a prompt with a full
    forward over prompt + completion, so a 3.3k-token, 12-image prompt goes through the vision tower and the decoder
@@ -18,12 +12,26 @@ Two levers, each exact (the same sampling distribution, the same log-probs and g
    computes them; TRL has no hook for it) groups the rows of a batch that share a prompt (same ids, same pixels),
    runs the prompt once into a ``DynamicCache``, repeats the cache rows (a differentiable ``index_select``) and runs
    only the completion tokens against it. Gradients flow back through the cache into the single prompt pass, so
-   the result equals the per-row computation. It applies to one-process training (no DDP/DeepSpeed/FSDP wrapper,
-   whose hooks need the wrapped forward) on Qwen-style inputs (``image_grid_thw`` + ``mm_token_type_ids``);
-   anything else uses TRL's method. Its forward cannot be checkpointed (transformers drops a KV cache under
-   checkpointing), so by default (``shared_prefix="auto"``) it is used only when gradient checkpointing is off;
-   ``shared_prefix=True`` uses it anyway, without checkpointing (activations of P + G*C tokens instead of G*(P+C)
-   checkpointed: ~5.3k tokens for a 7B model with G=8, a 3.3k prompt and 256-token completions, ~30 GB).
+   the result equals the per-row computation. It applies to Qwen-style inputs (``image_grid_thw`` +
+   ``mm_token_type_ids``); anything else uses TRL's method. Its forward cannot be checkpointed (transformers drops a
+   KV cache under checkpointing), so by default (``shared_prefix="auto"``) it is used only when gradient
+   checkpointing is off; ``shared_prefix=True`` uses it anyway, without checkpointing (activations of P + G*C tokens
+   instead of G*(P+C) checkpointed: ~5.3k tokens for a 7B model with G=8, a 3.3k prompt and 256-token completions,
+   ~30 GB).
+
+   Under DDP and DeepSpeed the pass runs *inside the wrapper's forward* (``_through_wrapper``): the wrapped module's
+   ``forward`` is swapped for the pass for one call, so DDP prepares its gradient all-reduce and ZeRO-3 runs its
+   start/end-of-forward hooks exactly as for TRL's own forward; ZeRO-3 gathers each layer in its own module hooks
+   (the prompt pass and the completion pass each call the decoder once), and the LM head is called as a module so
+   that its partitioned weight is gathered too. What each process sees: TRL's ``RepeatSampler`` yields each prompt
+   G times in a row and accelerate hands each process consecutive ``per_device_train_batch_size`` slices, and TRL
+   shuffles the generation batch before cutting micro-batches when ``steps_per_generation > 1``; so a micro-batch
+   may hold whole groups, parts of groups, or one row per prompt. The pass groups whatever rows are identical, so
+   a split group is just shared by fewer rows; a micro-batch with no repeated prompt goes to TRL's pass
+   (``shared_prefix/fallbacks``), except under ZeRO-3, where every rank must call each layer the same number of
+   times (a per-rank choice between one decoder call and two would deadlock the layer all-gathers): there the
+   shared pass always runs, which stays exact with one row per prompt. The logged ``shared_prefix/rows_per_pass``
+   says how much was shared.
 
     trainer = make_grpo_trainer(fast=True, model=model, reward_funcs=rewards, args=grpo_config,
                                 train_dataset=ds, processing_class=processor, peft_config=lora)
@@ -35,190 +43,21 @@ Two levers, each exact (the same sampling distribution, the same log-probs and g
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from preferthinker.rollout import FastRollout, _cache_keyword, _unwrap
+from preferthinker.rollout import _cache_keyword, _unwrap
+from preferthinker.train.grpo_rollout import TRLRolloutFunc, sharding_of
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FastGRPOTrainer", "TRLRolloutFunc", "make_grpo_trainer", "token_logps"]
-
-
-# --------------------------------------------------------------------------------------------------
-# rollout_func
-
-
-def _fingerprint(obj: Any, h: Any) -> None:
-    """Feed a prompt's content (text and image pixels) into a hash."""
-    if isinstance(obj, Mapping):
-        for k in sorted(obj, key=str):
-            h.update(str(k).encode())
-            _fingerprint(obj[k], h)
-    elif isinstance(obj, (list, tuple)):
-        h.update(b"[")
-        for x in obj:
-            _fingerprint(x, h)
-        h.update(b"]")
-    elif hasattr(obj, "tobytes") and hasattr(obj, "size") and hasattr(obj, "mode"):  # PIL image
-        h.update(f"img{obj.size}{obj.mode}".encode())
-        h.update(obj.tobytes())
-    elif isinstance(obj, torch.Tensor):
-        h.update(obj.detach().cpu().numpy().tobytes())
-    else:
-        h.update(repr(obj).encode())
-
-
-def prompt_key(prompt: Any) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    _fingerprint(prompt, h)
-    return h.hexdigest()
-
-
-def consecutive_groups(keys: Sequence[str]) -> list[tuple[int, int]]:
-    """(start, size) of runs of equal consecutive keys: TRL's sampler repeats each prompt G times in a row."""
-    groups: list[tuple[int, int]] = []
-    for i, k in enumerate(keys):
-        if groups and keys[groups[-1][0]] == k:
-            groups[-1] = (groups[-1][0], groups[-1][1] + 1)
-        else:
-            groups.append((i, 1))
-    return groups
-
-
-class TRLRolloutFunc:
-    """A TRL ``rollout_func`` that samples with ``FastRollout``.
-
-    Args:
-        static_cache, compile, cache_bucket, check_every: passed to ``FastRollout``. ``compile=None`` means "on CUDA,
-            without DeepSpeed or FSDP".
-    """
-
-    def __init__(self, *, static_cache: bool = True, compile: bool | None = None, cache_bucket: int = 256,
-                 check_every: int | None = None) -> None:
-        self.static_cache = static_cache
-        self.compile = compile
-        self.cache_bucket = cache_bucket
-        self.check_every = check_every
-        self._rollout: FastRollout | None = None
-        self._rollout_model_id: int | None = None
-        self.calls = 0
-        self.fallbacks = 0
-        self.last_stats: list[dict] = []
-
-    def unsupported(self, trainer: Any) -> str | None:
-        """Why FastRollout cannot reproduce TRL's sampling for this trainer (None when it can)."""
-        args = trainer.args
-        if getattr(trainer, "tools", None):
-            return "tools"
-        if getattr(trainer, "environment_factories", None):
-            return "environment_factory"
-        if float(getattr(trainer, "repetition_penalty", 1.0) or 1.0) != 1.0:
-            return "repetition_penalty"
-        if getattr(args, "generation_kwargs", None):
-            return "generation_kwargs"
-        if getattr(trainer, "use_vllm", False):
-            return "use_vllm"
-        return None
-
-    def _fallback(self, prompts: list, trainer: Any) -> dict:
-        self.fallbacks += 1
-        mode = "train" if trainer.model.training else "eval"
-        num_generations = trainer.num_generations if mode == "train" else trainer.num_generations_eval
-        prompt_ids, images, fields = trainer._tokenize_prompts(prompts)
-        completion_ids, logprobs = trainer._generate_single_turn(prompt_ids, images, fields, num_generations)
-        return {"prompt_ids": [list(p) for p in prompt_ids], "completion_ids": completion_ids, "logprobs": logprobs}
-
-    def _rollout_for(self, model: Any, trainer: Any) -> FastRollout:
-        if self._rollout is None or self._rollout_model_id != id(model):
-            suppress = None
-            proc = trainer.processing_class
-            if hasattr(proc, "image_processor") and getattr(_unwrap(model).config, "image_token_id", None) is not None:
-                suppress = [_unwrap(model).config.image_token_id]  # as TRL: a sampled image token breaks the forward
-            # compiled CUDA graphs want parameters at fixed addresses: not under DeepSpeed (ZeRO-3 gathers them
-            # anew for every rollout) or FSDP
-            sharded = getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False)
-            compile_ = self.compile if self.compile is not None else (torch.cuda.is_available() and not sharded)
-            self._rollout = FastRollout(
-                model, proc, max_new_tokens=trainer.max_completion_length, temperature=trainer.temperature,
-                top_p=trainer.top_p, top_k=trainer.top_k or 0, min_p=trainer.min_p, static_cache=self.static_cache,
-                compile=compile_, eos_token_id=trainer.eos_token_ids, pad_token_id=trainer._tokenizer.pad_token_id,
-                suppress_tokens=suppress, cache_bucket=self.cache_bucket, check_every=self.check_every,
-            )
-            self._rollout_model_id = id(model)
-        return self._rollout
-
-    def _tokenize(self, trainer: Any, prompts: list) -> dict:
-        from trl.data_utils import is_conversational, prepare_multimodal_messages
-
-        proc = trainer.processing_class
-        tok = getattr(proc, "tokenizer", proc)
-        side = tok.padding_side
-        tok.padding_side = "left"
-        try:
-            if is_conversational({"prompt": prompts[0]}):
-                if getattr(trainer, "_is_vlm", False):
-                    prompts = [prepare_multimodal_messages(p) for p in prompts]
-                enc = proc.apply_chat_template(
-                    conversation=prompts, chat_template=trainer.chat_template, add_generation_prompt=True, tokenize=True,
-                    return_dict=True, return_tensors="pt", padding=True, **trainer.chat_template_kwargs,
-                )
-            else:
-                enc = proc(text=prompts, return_tensors="pt", padding=True)
-        finally:
-            tok.padding_side = side
-        return dict(enc)
-
-    def __call__(self, prompts: list, trainer: Any) -> dict:
-        from trl.models import unwrap_model_for_generation
-
-        self.calls += 1
-        why = self.unsupported(trainer)
-        if why is not None:
-            if self.fallbacks == 0:
-                log.warning("fast rollout: %s is not supported by FastRollout; using TRL's own generation", why)
-            return self._fallback(prompts, trainer)
-
-        groups = consecutive_groups([prompt_key(p) for p in prompts])
-        by_size: dict[int, list[int]] = {}
-        for start, size in groups:
-            by_size.setdefault(size, []).append(start)
-        out_prompt: list[list[int] | None] = [None] * len(prompts)
-        out_comp: list[list[int] | None] = [None] * len(prompts)
-        out_logp: list[list[float] | None] = [None] * len(prompts)
-        args = trainer.args
-        self.last_stats = []
-        with (
-            unwrap_model_for_generation(
-                trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=args.ds3_gather_for_generation,
-                gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
-            ) as unwrapped,
-            torch.no_grad(),
-        ):
-            fr = self._rollout_for(unwrapped, trainer)
-            for size, starts in by_size.items():
-                enc = self._tokenize(trainer, [prompts[s] for s in starts])
-                seed = int(torch.randint(0, 2**62, (1,)).item())  # follows the trainer's seed
-                res = fr.generate(enc, num_generations=size, seed=seed)
-                self.last_stats.append(dict(fr.last_stats))
-                am = enc["attention_mask"].bool()
-                ids_cpu, logp_cpu, mask_cpu = res.completion_ids.cpu(), res.logprobs.cpu(), res.mask.cpu().bool()
-                for u, start in enumerate(starts):
-                    p_ids = enc["input_ids"][u][am[u]].tolist()
-                    for g in range(size):
-                        row = u * size + g
-                        m = mask_cpu[row]
-                        out_prompt[start + g] = p_ids
-                        out_comp[start + g] = ids_cpu[row][m].tolist()
-                        out_logp[start + g] = logp_cpu[row][m].tolist()
-        return {"prompt_ids": out_prompt, "completion_ids": out_comp, "logprobs": out_logp}
+__all__ = ["FastGRPOTrainer", "TRLRolloutFunc", "group_prompts", "make_grpo_trainer", "token_logps"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -237,13 +76,19 @@ def _no_checkpointing(model: torch.nn.Module) -> Iterator[None]:
             m.gradient_checkpointing = True
 
 
-def token_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,
-                 temperature: float, chunk: int = 1024, want_entropy: bool = True, fp32_head: bool = False):
+def token_logps(hidden: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, labels: torch.Tensor,
+                temperature: float, chunk: int = 1024, want_entropy: bool = True, fp32_head: bool = False,
+                head: Callable[[torch.Tensor], torch.Tensor] | None = None):
     """log softmax(h W^T / T)[label] and the entropy, for [M, H] hidden states, in chunks whose logits are
-    recomputed in the backward pass (never holding the full [M, V] logits)."""
+    recomputed in the backward pass (never holding the full [M, V] logits).
+
+    ``head``: call this module instead of ``F.linear(h, weight, bias)``: under ZeRO-3 the head's weight is a
+    partitioned placeholder outside the module's own forward hooks, which gather it."""
 
     def one(h: torch.Tensor, y: torch.Tensor):
-        if fp32_head:
+        if head is not None:
+            logits = head(h.to(head.weight.dtype) if hasattr(head, "weight") else h).float()
+        elif fp32_head:
             logits = F.linear(h.float(), weight.float(), None if bias is None else bias.float())
         else:
             logits = F.linear(h, weight, bias).float()
@@ -267,6 +112,57 @@ def token_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return torch.cat(lps), torch.cat(ents)
 
 
+def group_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, pixel_values: torch.Tensor,
+                  image_grid_thw: torch.Tensor, num_images: list[int]) -> tuple[list[int], list[int], list[slice], list[slice]]:
+    """Rows of a batch that share a prompt (same ids, mask and pixels, in any order).
+
+    Returns ``(reps, inv, pix_rows, img_rows)``: the first row of each distinct prompt, each row's index into
+    ``reps``, and each row's slice of ``pixel_values`` / ``image_grid_thw`` (Qwen layout: ``prod(grid_thw)`` pixel
+    rows per image, ``num_images[i]`` images in row i)."""
+    per_image = image_grid_thw.prod(-1).tolist()
+    pix_rows: list[slice] = []
+    img_rows: list[slice] = []
+    r = i = 0
+    for k in num_images:
+        rows = int(sum(per_image[i:i + k]))
+        pix_rows.append(slice(r, r + rows))
+        img_rows.append(slice(i, i + k))
+        r, i = r + rows, i + k
+    reps: list[int] = []
+    inv: list[int] = []
+    for row in range(prompt_ids.shape[0]):
+        found = next((u for u, rep in enumerate(reps)
+                      if torch.equal(prompt_mask[row], prompt_mask[rep]) and torch.equal(prompt_ids[row], prompt_ids[rep])
+                      and torch.equal(pixel_values[pix_rows[row]], pixel_values[pix_rows[rep]])), None)
+        if found is None:
+            reps.append(row)
+            found = len(reps) - 1
+        inv.append(found)
+    return reps, inv, pix_rows, img_rows
+
+
+def _through_wrapper(model: Any, fn: Callable[[], Any]) -> Any:
+    """Run ``fn()`` as the forward of ``model``'s wrapped module, called through the wrapper.
+
+    DDP's forward is what arms its gradient all-reduce for the next backward (``prepare_for_backward``: a backward
+    after an unwrapped forward leaves the gradients unsynchronised), and DeepSpeed's forward runs ZeRO-3's
+    start/end-of-forward hooks; so the shared pass, which calls the decoder directly, is made the wrapped module's
+    forward for one call. Without a wrapper (one process) ``fn`` is just called."""
+    target = getattr(model, "module", None)
+    if not isinstance(target, torch.nn.Module):
+        return fn()
+    had = "forward" in target.__dict__  # accelerate may have put an autocast/fp32 forward on the instance
+    saved = target.__dict__.get("forward")
+    target.forward = lambda *a, **k: fn()
+    try:
+        return model()
+    finally:
+        if had:
+            target.forward = saved
+        else:
+            del target.forward
+
+
 def _make_fast_trainer_class():
     from trl import GRPOTrainer
 
@@ -283,83 +179,91 @@ def _make_fast_trainer_class():
                 raise ValueError(f"shared_prefix must be True, False or 'auto', got {shared_prefix!r}")
             self.shared_prefix = shared_prefix
             self.shared_prefix_calls = 0
+            # why TRL's own pass ran instead, per call: "nothing_shared" (no prompt repeated in the micro-batch,
+            # e.g. a group split across processes down to one row each), "checkpointing", "inputs" (not Qwen-style)
+            self.shared_prefix_fallbacks: dict[str, int] = {}
 
-        def _shared_prefix_ok(self, model, kw: dict) -> bool:
-            if not self.shared_prefix or kw.get("compute_aux_loss"):
-                return False
+        def _fallback_reason(self, model, kw: dict) -> str | None:
+            """None when the shared pass applies, else why not (counted in ``shared_prefix_fallbacks``)."""
+            if not self.shared_prefix:
+                return "off"
+            if kw.get("compute_aux_loss"):
+                return "aux_loss"
             if self.shared_prefix == "auto" and torch.is_grad_enabled() and any(
                 getattr(m, "gradient_checkpointing", False) is True for m in model.modules()
             ):
-                return False
-            if self.accelerator.num_processes != 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled:
-                return False
+                return "checkpointing"
+            if self.is_fsdp_enabled:
+                return "fsdp"  # FSDP re-shards after each forward; its wrapped units expect one forward per step
             for k in ("pixel_attention_mask", "spatial_shapes", "num_tiles", "image_sizes", "token_type_ids", "image_position_ids"):
                 if kw.get(k) is not None:
-                    return False
+                    return "inputs"
             # Qwen-style image inputs only: with them TRL's forward computes padding-aware M-RoPE positions, which
             # this pass reproduces exactly (text-only batches have short prompts and keep TRL's own pass)
             if any(kw.get(k) is None for k in ("pixel_values", "image_grid_thw", "mm_token_type_ids", "num_images")):
-                return False
+                return "inputs"
             base = _unwrap(self.accelerator.unwrap_model(model))
             inner = getattr(base, "model", None)
-            return inner is not None and hasattr(base, "get_output_embeddings")
+            if inner is None or not hasattr(base, "get_output_embeddings") or not hasattr(inner, "get_rope_index"):
+                return "inputs"
+            return None
+
+        def _shared_prefix_ok(self, model, kw: dict) -> bool:
+            return self._fallback_reason(model, kw) is None
+
+        def _count_fallback(self, reason: str) -> None:
+            if reason != "off":
+                self.shared_prefix_fallbacks[reason] = self.shared_prefix_fallbacks.get(reason, 0) + 1
 
         def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                                compute_entropy=False, compute_aux_loss=False, **kw):
-            kw_all = dict(kw, compute_aux_loss=compute_aux_loss)
-            if self._shared_prefix_ok(model, kw_all):
-                out = self._shared_prefix_logps(model, input_ids, attention_mask, logits_to_keep, compute_entropy, **kw)
-                if out is not None:
+            reason = self._fallback_reason(model, dict(kw, compute_aux_loss=compute_aux_loss))
+            if reason is None:
+                c = int(logits_to_keep)
+                p = input_ids.shape[1] - c
+                if p < 1 or c < 1:
+                    raise ValueError(f"shared-prompt pass: need prompt and completion columns, got {p} and {c} in a batch "
+                                     f"of shape {tuple(input_ids.shape)}")
+                groups = group_prompts(input_ids[:, :p], attention_mask[:, :p], kw["pixel_values"], kw["image_grid_thw"],
+                                       kw["num_images"])
+                # ZeRO-3: every rank must take the same path (see the module docstring)
+                if len(groups[0]) < input_ids.shape[0] or sharding_of(self) == "zero3":
+                    out = _through_wrapper(model, lambda: self._shared_prefix_logps(
+                        model, input_ids, attention_mask, logits_to_keep, compute_entropy, groups, **kw))
                     self.shared_prefix_calls += 1
-                    return out
+                    self._log_shared(out["rows_per_pass"])
+                    return out["logps"], out.get("entropies"), None
+                reason = "nothing_shared"
+            self._count_fallback(reason)
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, compute_entropy=compute_entropy,
                 compute_aux_loss=compute_aux_loss, **kw)
 
+        def _log_shared(self, rows_per_pass: float) -> None:
+            metrics = getattr(self, "_metrics", None)
+            if isinstance(metrics, dict) and torch.is_grad_enabled():  # the loss pass (not the old-log-prob pass)
+                mode = "train" if self.model.training else "eval"
+                if mode in metrics:
+                    metrics[mode]["shared_prefix/rows_per_pass"].append(float(rows_per_pass))
+
         def _shared_prefix_logps(self, model, input_ids, attention_mask, logits_to_keep, compute_entropy,
-                                 pixel_values=None, image_grid_thw=None, num_images=None, mm_token_type_ids=None, **_):
+                                 groups, pixel_values=None, image_grid_thw=None, num_images=None,
+                                 mm_token_type_ids=None, **_) -> dict:
             from transformers import DynamicCache
 
             c = int(logits_to_keep)
             n, total = input_ids.shape
             p = total - c
-            if p < 1 or c < 1:
-                return None
             prompt_ids, prompt_mask = input_ids[:, :p], attention_mask[:, :p]
             comp_ids, comp_mask = input_ids[:, p:], attention_mask[:, p:]
 
-            # per-row pixel slices (Qwen layout: rows of pixel_values per image = prod(grid_thw))
-            per_image = image_grid_thw.prod(-1).tolist()
-            pix_rows: list[slice] = []
-            img_rows: list[slice] = []
-            r = i = 0
-            for k in num_images:
-                rows = int(sum(per_image[i:i + k]))
-                pix_rows.append(slice(r, r + rows))
-                img_rows.append(slice(i, i + k))
-                r, i = r + rows, i + k
-
-            # group identical prompts (ids, mask and pixels)
-            reps: list[int] = []
-            inv: list[int] = []
-            for row in range(n):
-                found = next((u for u, rep in enumerate(reps)
-                              if torch.equal(prompt_mask[row], prompt_mask[rep]) and torch.equal(prompt_ids[row], prompt_ids[rep])
-                              and torch.equal(pixel_values[pix_rows[row]], pixel_values[pix_rows[rep]])), None)
-                if found is None:
-                    reps.append(row)
-                    found = len(reps) - 1
-                inv.append(found)
-            if len(reps) == n:
-                return None  # nothing shared: TRL's own pass is as good
+            reps, inv, pix_rows, img_rows = groups
             dev = input_ids.device
             inv_t = torch.tensor(inv, device=dev)
             reps_t = torch.tensor(reps, device=dev)
 
             base = _unwrap(self.accelerator.unwrap_model(model))
             inner = base.model
-            if not hasattr(inner, "get_rope_index"):
-                return None
             u_ids, u_mask = prompt_ids[reps_t], prompt_mask[reps_t]
             extra = {"pixel_values": torch.cat([pixel_values[pix_rows[r]] for r in reps]),
                      "image_grid_thw": torch.cat([image_grid_thw[img_rows[r]] for r in reps]),
@@ -386,12 +290,15 @@ def _make_fast_trainer_class():
                               use_cache=True, **{cache_kw: cache})
                 hidden = torch.cat([h_last.index_select(0, inv_t), out_c.last_hidden_state[:, :-1]], dim=1)  # [N, C, H]
                 valid = comp_mask.bool()
+                partitioned = hasattr(head.weight, "ds_id")  # ZeRO-3: only the module's hooks gather the weight
                 lp, ent = token_logps(hidden[valid], head.weight, head.bias, comp_ids[valid], self.temperature,
-                                       want_entropy=compute_entropy,
-                                       fp32_head=bool(getattr(self.args, "cast_lm_head_to_fp32", False)))
-            logps = lp.new_zeros(valid.shape).masked_scatter(valid, lp)
-            entropies = ent.new_zeros(valid.shape).masked_scatter(valid, ent) if compute_entropy else None
-            return logps, entropies, None
+                                      want_entropy=compute_entropy,
+                                      fp32_head=bool(getattr(self.args, "cast_lm_head_to_fp32", False)),
+                                      head=head if partitioned else None)
+            out = {"logps": lp.new_zeros(valid.shape).masked_scatter(valid, lp), "rows_per_pass": n / len(reps)}
+            if compute_entropy:
+                out["entropies"] = ent.new_zeros(valid.shape).masked_scatter(valid, ent)
+            return out
 
     return FastGRPOTrainer
 
@@ -419,7 +326,8 @@ def make_grpo_trainer(fast: bool = True, *, rollout: Mapping[str, Any] | None = 
 
     Args:
         fast: use the project's rollout and shared-prompt log-prob pass.
-        rollout: options for ``TRLRolloutFunc`` (``static_cache``, ``compile``, ``cache_bucket``, ``check_every``).
+        rollout: options for ``TRLRolloutFunc`` (``static_cache``, ``compile``, ``cache_bucket``, ``check_every``,
+            ``stable_weights``).
         shared_prefix: run each distinct prompt once in the loss pass: ``"auto"`` (unless gradient checkpointing
             is on), ``True`` or ``False`` (see ``FastGRPOTrainer``).
         **trainer_kwargs: everything ``GRPOTrainer`` takes (model, reward_funcs, args, train_dataset,

@@ -11,6 +11,7 @@ format rate, pref_profile / nonpref_profile = profile similarity), `reward`, `re
     python scripts/train_grpo.py                                  # tiny default: continues the newest SFT run
     python scripts/train_grpo.py model.path=outputs/sft/<run>/final reward=acc_format
     accelerate launch --num_processes 8 scripts/train_grpo.py model=qwen2_5_vl_7b model.path=... deepspeed=zero3 run_dir=...
+    python scripts/train_grpo.py rollout=trl                      # plain TRL (rollout=vllm: TRL's colocated vLLM)
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from preferthinker.data.loading import PromptSpec, build_examples, image_root_for
 from preferthinker.data.schema import load_train_jsonl
 from preferthinker.runtime import ConfigError, check, is_main_process, setup_run, write_json
-from preferthinker.train.sft import distributed_report, fault_injection_callbacks, make_args, peft_config, plot_curves, save_final, train_with_resume, trainer_kwargs, validate_common
+from preferthinker.train.sft import (distributed_report, fault_injection_callbacks, make_args, peft_config, plot_curves, save_final,
+                                     throughput, train_with_resume, trainer_kwargs, validate_common)
 
 log = logging.getLogger("preferthinker.grpo")
 
@@ -42,6 +44,75 @@ def validate(cfg: DictConfig) -> None:
           "choose grpo, dapo, dr_grpo, bnpo, cispo or sapo")
     check(str(t.scale_rewards) in ("group", "batch", "none", "True", "False"), "trainer.scale_rewards", t.scale_rewards, "choose group, batch or none")
     check(float(t.beta) >= 0, "trainer.beta", t.beta, "the KL coefficient cannot be negative")
+    rollout_settings(cfg.rollout)
+
+
+def _tri(value: object, key: str) -> bool | None:
+    """``auto`` -> None, booleans as they are; anything else is a ConfigError naming ``key``."""
+    if value in ("auto", None):
+        return None
+    check(isinstance(value, bool), key, value, "use auto, true or false")
+    return bool(value)
+
+
+def rollout_settings(r: DictConfig) -> dict:
+    """What the ``rollout`` config group means for the trainer: ``fast`` (project trainer), ``rollout`` (options of
+    ``TRLRolloutFunc``, or ``None`` to keep TRL's generation), ``shared_prefix`` and the ``GRPOConfig`` fields it sets.
+
+    vLLM is never imported here: choosing it only checks that the package is installed, so that a missing vLLM is a
+    ConfigError before any model is loaded rather than an ImportError inside TRL."""
+    import importlib.util
+
+    engine = str(r.get("engine", "fast"))
+    check(engine in ("fast", "trl", "vllm"), "rollout.engine", engine, "choose fast, trl or vllm (configs/rollout/)")
+    if engine == "trl":
+        return {"engine": engine, "fast": False, "rollout": None, "shared_prefix": False, "grpo_args": {}}
+    sp = r.get("shared_prefix", "auto")
+    shared_prefix = "auto" if sp in ("auto", None) else _tri(sp, "rollout.shared_prefix")
+    if engine == "fast":
+        bucket = int(r.get("cache_bucket", 256))
+        check(1 <= bucket <= 65536, "rollout.cache_bucket", bucket, "use 1..65536 tokens")
+        options = {"static_cache": bool(r.get("static_cache", True)), "cache_bucket": bucket,
+                   "compile": _tri(r.get("compile", "auto"), "rollout.compile"),
+                   "stable_weights": _tri(r.get("stable_weights", "auto"), "rollout.stable_weights")}
+        return {"engine": engine, "fast": True, "rollout": options, "shared_prefix": shared_prefix, "grpo_args": {}}
+    mode = str(r.get("vllm_mode", "colocate"))
+    check(mode == "colocate", "rollout.vllm_mode", mode, "only colocate is supported (server mode needs a separate `trl vllm-serve`)")
+    util = float(r.get("gpu_memory_utilization", 0.3))
+    check(0 < util < 1, "rollout.gpu_memory_utilization", util, "use a fraction in (0, 1)")
+    tp = int(r.get("tensor_parallel_size", 1))
+    check(tp >= 1, "rollout.tensor_parallel_size", tp, "use >= 1")
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError("rollout=vllm: the vllm package is not installed. Install it with `pip install -e \".[vllm]\"` "
+                          "(TRL 1.16 accepts vllm 0.22-0.31, CUDA only), or choose rollout=fast (the default) or rollout=trl")
+    grpo_args = {"use_vllm": True, "vllm_mode": mode, "vllm_gpu_memory_utilization": util, "vllm_tensor_parallel_size": tp,
+                 "vllm_enable_sleep_mode": bool(r.get("enable_sleep_mode", False))}
+    if r.get("max_model_length") is not None:
+        grpo_args["vllm_max_model_length"] = int(r.max_model_length)
+    return {"engine": engine, "fast": True, "rollout": None, "shared_prefix": shared_prefix, "grpo_args": grpo_args}
+
+
+def rollout_report(trainer: object, settings: dict) -> dict:
+    """What the rollout and the loss pass actually did (results.json): engine, the fast path's policy (sharding,
+    compiled decode, stable ZeRO-3 buffers), rollout calls and fallbacks, shared-prompt passes and why TRL's pass ran
+    instead when it did."""
+    rf = getattr(trainer, "rollout_func", None)
+    out: dict = {"engine": settings["engine"]}
+    if rf is not None and hasattr(rf, "policy"):
+        out.update(policy=rf.policy, rollout_calls=rf.calls, rollout_fallbacks=rf.fallbacks, throughput=rf.throughput())
+    if hasattr(trainer, "shared_prefix_calls"):
+        out.update(shared_prefix=trainer.shared_prefix, shared_prefix_calls=trainer.shared_prefix_calls,
+                   shared_prefix_fallbacks=dict(trainer.shared_prefix_fallbacks))
+    return out
+
+
+def step_times(history: list[dict]) -> dict:
+    """TRL's per-step ``step_time``: the first step (warm-up: compilation, CUDA-graph capture, allocator growth) apart
+    from the median of the others."""
+    times = [float(h["step_time"]) for h in history if "step_time" in h]
+    rest = sorted(times[1:])
+    return {"first": round(times[0], 3) if times else None, "median_after_first": round(rest[len(rest) // 2], 3) if rest else None,
+            "steps": len(times)}
 
 
 def latest_final(stage: str, root: str | Path = "outputs") -> str:
@@ -99,16 +170,21 @@ def run(cfg: DictConfig) -> dict:
 
     from preferthinker.train.fast_grpo import make_grpo_trainer
 
+    settings = rollout_settings(cfg.rollout)
     kw = trainer_kwargs(cfg, run_dir)
+    kw.update(settings["grpo_args"])
     kw["reward_weights"] = reward_weights
     if str(kw.get("scale_rewards")) in ("True", "False"):
         kw["scale_rewards"] = kw["scale_rewards"] == "True"
     args = make_args(GRPOConfig, kw)
-    # fast_rollout: one shared prefill per prompt + static KV cache (+ CUDA graphs) for the rollout, and one
-    # prompt pass per group in the loss (preferthinker/rollout.py, train/fast_grpo.py); false = plain TRL.
-    trainer = make_grpo_trainer(fast=bool(cfg.get("fast_rollout", False)), model=model, reward_funcs=reward_funcs, args=args,
-                                train_dataset=train_ds, processing_class=processor, peft_config=peft_config(cfg),
-                                callbacks=fault_injection_callbacks())
+    # rollout=fast: one shared prefill per prompt + static KV cache (+ CUDA graphs) for the rollout, and one prompt
+    # pass per group in the loss (preferthinker/rollout.py, train/grpo_rollout.py, train/fast_grpo.py); rollout=trl:
+    # plain TRL; rollout=vllm: TRL's colocated vLLM generation with the shared-prompt loss pass.
+    extra = {} if settings["engine"] != "vllm" else {"rollout_func": None}
+    trainer = make_grpo_trainer(fast=settings["fast"], rollout=settings["rollout"], shared_prefix=settings["shared_prefix"],
+                                model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_ds,
+                                processing_class=processor, peft_config=peft_config(cfg), callbacks=fault_injection_callbacks(),
+                                **extra)
 
     out, wall, resume = train_with_resume(trainer, cfg)
 
@@ -128,6 +204,9 @@ def run(cfg: DictConfig) -> dict:
         "train_runtime_s": round(wall, 1),
         "resumed_from": resume,
         "distributed": dist_info,
+        "rollout": rollout_report(trainer, settings),
+        "step_time_s": step_times(history),
+        **throughput(history, wall, trainer.model),
         "last_logged": {k: next((h[k] for h in reversed(history) if k in h), None) for k in reward_keys},
     }
     if is_main_process():

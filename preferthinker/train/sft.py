@@ -389,7 +389,10 @@ def plot_curves(log_history: list[dict], out: Path, keys: tuple[str, ...] = ("lo
 
 def run(cfg: DictConfig) -> dict:
     """Train, save final/, write results.json; returns the results dict."""
+    from preferthinker.train.speed import speed_report, speed_settings
+
     validate_common(cfg)
+    speed = speed_settings(cfg)  # throughput switches: checked before any model loads
     run_dir = setup_run(cfg, "sft")
     spec = PromptSpec.from_cfg(cfg.prompt, cfg.model)
 
@@ -470,7 +473,7 @@ def run(cfg: DictConfig) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     kw = trainer_kwargs(cfg, run_dir)
-    kw.update(max_length=None, completion_only_loss=True, dataset_kwargs={"skip_prepare_dataset": True})
+    kw.update(max_length=None, completion_only_loss=True, dataset_kwargs={"skip_prepare_dataset": True}, **speed["sft_args"])
     if aux and schedule == "first":
         kw["train_sampling_strategy"] = "sequential"  # keep the curriculum order (already shuffled within each block)
     if val_ds is not None:
@@ -508,6 +511,7 @@ def run(cfg: DictConfig) -> dict:
         "eval_loss": next((h["eval_loss"] for h in reversed(history) if "eval_loss" in h), None),
         "distributed": dist_info,
         "deepspeed_stage": int(cfg.deepspeed.config.zero_optimization.stage) if cfg.deepspeed.enabled else None,
+        "speed": speed_report(model, args, speed),
         **throughput(history, wall, model),
     }
     if is_main_process():
