@@ -105,10 +105,13 @@ def model_system(path: str, cfg: DictConfig, spec: PromptSpec) -> Callable:
                 out[k] = (None, str(e))
         return out, where, gen.encode(prompts) if prompts else None
 
-    def finish(prepared) -> list[tuple[str | None, str | None]]:
+    def finish(prepared) -> list[tuple]:
         out, where, inputs = prepared
-        for k, text in zip(where, gen.decode_batch(inputs) if inputs is not None else [], strict=True):
-            out[k] = (text, None)
+        texts = gen.decode_batch(inputs) if inputs is not None else []
+        # the answer token's log-odds (one teacher-forced pass) feeds the calibrated probability
+        logodds = gen.answer_logodds(inputs, texts) if inputs is not None else []
+        for k, text, lo in zip(where, texts, logodds, strict=True):
+            out[k] = (text, None, lo)
         return out
 
     def respond(items):
@@ -224,8 +227,11 @@ def score_system(name: str, respond: Callable, data: dict, cfg: DictConfig, pred
                     texts = finish(prepared)
                 else:
                     texts = respond(items_of(batch))
-                for (i, sw), (text, err) in zip(batch, texts, strict=True):
-                    fh.write(json.dumps(with_response(base_record(subset, i, recs[i], sw), text, err)) + "\n")
+                for (i, sw), (text, err, *scored) in zip(batch, texts, strict=True):
+                    rec = with_response(base_record(subset, i, recs[i], sw), text, err)
+                    if scored:  # model systems also return the answer log-odds
+                        rec["answer_logodds"] = scored[0]
+                    fh.write(json.dumps(rec) + "\n")
                 fh.flush()
                 if batch_times is not None:
                     batch_times.append((len(batch), time.time() - tb))
@@ -353,6 +359,10 @@ def run(cfg: DictConfig) -> dict:
                 per = {s: v for s, v in per.items() if v is not None}
                 if per:
                     results["pred_comparisons"][f"{label[x]} - {label[y]}"] = per
+    if model_path is not None and cfg.get("calibration") is not None:
+        from preferthinker.evaluation.calibration_metrics import add_calibration
+
+        add_calibration(results, all_records[main], model_path, cfg, run_dir)
     written = write_report(results, run_dir)
     log.info("scored %d items with %s; report: %s", n_items, label[main], written.get("markdown", run_dir / "results.md"))
     print((run_dir / "results.md").read_text() if (run_dir / "results.md").is_file() else json.dumps(results["subsets"], indent=1))

@@ -1,0 +1,129 @@
+"""Calibrated P(A over B): features from both orders, the logistic fit, the stored file, ECE / Brier, and
+the evaluation's calibration step (fit on some users, report on the others)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from preferthinker.calibration import (CALIBRATION_FILE, CalibrationError, Calibrator, fallback_probability, fit_calibrator,
+                                       heldout_split, load_calibrator, pair_features)
+from preferthinker.evaluation.calibration_metrics import (brier_score, calibration_report, expected_calibration_error,
+                                                          fit_on_heldout_users, pairs_from_records, reliability_bins)
+
+
+def order(answer, lo, ta=None, tb=None):
+    return {"answer": answer, "answer_logodds": lo, "total_a": ta, "total_b": tb}
+
+
+def test_features_are_oriented_to_candidate_one_and_flip_under_swap():
+    ab = order("Image A", 2.0, 20, 10)   # candidate 1 shown as A, wins
+    ba = order("Image B", -1.0, 12, 18)  # candidate 1 shown as B, wins again
+    f = pair_features(ab, ba)
+    assert f == {"logodds": pytest.approx(1.5), "vote": 1.0, "margin": pytest.approx(8 / 25), "has_logodds": True}
+    g = pair_features(ba, ab)  # the same pair seen from candidate 2
+    assert (g["logodds"], g["vote"], g["margin"]) == (pytest.approx(-1.5), -1.0, pytest.approx(-8 / 25))
+    split = pair_features(order("Image A", 3.0), order("Image A", 3.0))  # position bias: evidence cancels
+    assert split["vote"] == 0 and split["logodds"] == 0
+    none = pair_features(order(None, None), None)
+    assert none == {"logodds": 0.0, "vote": 0.0, "margin": 0.0, "has_logodds": False} and fallback_probability(none) == 0.5
+    assert pair_features(order("Image A", float("inf")), None)["logodds"] == 20.0  # clipped
+
+
+def test_metrics_on_known_values():
+    assert expected_calibration_error([0.9, 0.9, 0.1, 0.1], [1, 1, 0, 0], 10) == pytest.approx(0.1)
+    assert expected_calibration_error([0.5, 0.5], [1, 0], 10) == 0.0
+    assert brier_score([1.0, 0.0, 0.5], [1, 0, 1]) == pytest.approx(0.25 / 3)
+    bins = reliability_bins([0.05, 0.95, 1.0], [0, 1, 1], 10)
+    assert [(b["lo"], b["n"]) for b in bins] == [(0.0, 1), (0.9, 2)]
+    with pytest.raises(ValueError, match="no probabilities"):
+        expected_calibration_error([], [])
+
+
+def synthetic_pairs(n, seed, scale=3.0):
+    """Pairs whose true P(candidate 1) = sigmoid(z); the model's log-odds overstate z by ``scale``."""
+    rng = random.Random(seed)
+    rows, labels = [], []
+    for i in range(n):
+        z = rng.gauss(0, 1.5)
+        y = int(rng.random() < 1 / (1 + np.exp(-z)))
+        lo = scale * z
+        rows.append(pair_features(order("Image A" if lo > 0 else "Image B", lo), order("Image B" if lo > 0 else "Image A", -lo)))
+        labels.append(y)
+    return rows, labels
+
+
+def test_fit_recovers_an_overconfident_model_and_round_trips(tmp_path):
+    rows, labels = synthetic_pairs(3000, 0)
+    raw = [fallback_probability(r) for r in rows]
+    cal = fit_calibrator(rows, labels, fitted_on={"what": "synthetic"})
+    test_rows, test_labels = synthetic_pairs(3000, 1)
+    ece_raw = expected_calibration_error([fallback_probability(r) for r in test_rows], test_labels)
+    ece_cal = expected_calibration_error([cal.predict(r) for r in test_rows], test_labels)
+    assert ece_cal < 0.03 < ece_raw and ece_cal < expected_calibration_error(raw, labels)
+    assert cal.predict({"logodds": 1.0, "vote": 1.0, "margin": 0.2}) == pytest.approx(1 - cal.predict({"logodds": -1.0, "vote": -1.0, "margin": -0.2}))
+    path = cal.save(tmp_path)
+    assert path.name == CALIBRATION_FILE and load_calibrator(tmp_path) == cal
+    assert json.loads(path.read_text())["fitted_on"]["what"] == "synthetic"
+    assert load_calibrator(tmp_path / "nowhere") is None
+
+
+def test_bad_calibration_files_and_fit_inputs(tmp_path):
+    (tmp_path / CALIBRATION_FILE).write_text("{not json")
+    with pytest.raises(CalibrationError, match="unreadable calibration file"):
+        load_calibrator(tmp_path)
+    (tmp_path / CALIBRATION_FILE).write_text(json.dumps({"coef": [1.0]}))
+    with pytest.raises(CalibrationError, match="one finite coefficient per feature"):
+        load_calibrator(tmp_path)
+    (tmp_path / CALIBRATION_FILE).write_text(json.dumps({"coef": "x"}))
+    with pytest.raises(CalibrationError, match="'coef'"):
+        load_calibrator(tmp_path)
+    rows, labels = synthetic_pairs(20, 0)
+    with pytest.raises(CalibrationError, match="too few"):
+        fit_calibrator(rows[:5], labels[:5])
+    with pytest.raises(CalibrationError, match="labels must be 0 or 1"):
+        fit_calibrator(rows, [2] * 20)
+
+
+def test_separable_data_gives_finite_weights():
+    rows = [pair_features(order("Image A", 5.0, 25, 0), order("Image B", -5.0, 0, 25))] * 20
+    rows += [pair_features(order("Image B", -5.0, 0, 25), order("Image A", 5.0, 25, 0))] * 20
+    cal = fit_calibrator(rows, [1] * 20 + [0] * 20)
+    assert all(np.isfinite(cal.coef)) and 0.9 < cal.predict(rows[0]) < 1.0
+
+
+def eval_records(n_users=40, per_user=5, seed=0):
+    """Evaluation prediction records (both orders) of an overconfident model with known truth."""
+    rng = random.Random(seed)
+    recs = []
+    for u in range(n_users):
+        for k in range(per_user):
+            idx = u * per_user + k
+            z = rng.gauss(0, 1.5)
+            a_wins = rng.random() < 1 / (1 + np.exp(-z))
+            label = "Image A" if a_wins else "Image B"
+            ans = "Image A" if z > 0 else "Image B"
+            recs.append({"index": idx, "user_id": f"u{u}", "swapped": False, "label": label, "answer": ans,
+                         "answer_logodds": 3 * z, "total_a": None, "total_b": None, "error": None})
+            recs.append({"index": idx, "user_id": f"u{u}", "swapped": True, "label": "Image B" if a_wins else "Image A",
+                         "answer": "Image B" if z > 0 else "Image A", "answer_logodds": -3 * z, "total_a": None,
+                         "total_b": None, "error": None})
+    return recs
+
+
+def test_eval_pairs_fit_on_some_users_report_on_the_others():
+    pairs = pairs_from_records(eval_records() + [{"index": 999, "swapped": False, "label": "Image A", "error": "corrupt image"}])
+    assert len(pairs) == 200 and all(p["features"]["has_logodds"] for p in pairs)
+    cal, report = fit_on_heldout_users({"SP_ID": pairs}, 0.5, 0, {"checkpoint": "x"})
+    fit_users = {p["user_id"] for p in pairs if heldout_split(p["user_id"], 0.5, 0)}
+    assert report["SP_ID"] and not fit_users & {p["user_id"] for p in report["SP_ID"]}
+    assert cal.fitted_on["users"] == len(fit_users) and cal.fitted_on["checkpoint"] == "x"
+    rep = calibration_report(report["SP_ID"], cal, 10)
+    raw = calibration_report(report["SP_ID"], None, 10)
+    assert rep["calibrated"] and not raw["calibrated"] and rep["n"] == len(report["SP_ID"]) and rep["n_bins"] == 10
+    assert rep["brier"] <= raw["brier"] + 1e-9
+    # baselines write no log-odds: nothing to calibrate
+    assert calibration_report(pairs_from_records([{**r, "answer_logodds": None} for r in eval_records(2)]), None) is None
