@@ -31,7 +31,7 @@ from preferthinker.evaluation.metrics import _mean
 from preferthinker.profile import ELEMENTS
 from preferthinker.response import Assessment
 
-__all__ = ["Comparison", "RankEntry", "Ranking", "candidate_rationale", "rank_from_comparisons", "write_ranking"]
+__all__ = ["Comparison", "RankEntry", "Ranking", "candidate_rationale", "pair_win_probability", "rank_from_comparisons", "write_ranking"]
 
 SCHEME = ("position-debiased round robin: every pair in both orders; pair score = mean per-order win (1 win, 0 loss, "
           "0.5 unparseable); rank by summed pair scores, then mean P(beats opponent), then mean total margin, then mean total")
@@ -142,7 +142,8 @@ def candidate_rationale(comparisons: Sequence[Comparison], i: int) -> str | None
     return None
 
 
-def _pair_probability(comparisons: Sequence[Comparison], i: int, j: int, calibrator: Calibrator | None) -> float | None:
+def pair_win_probability(comparisons: Sequence[Comparison], i: int, j: int, calibrator: Calibrator | None) -> float | None:
+    """P(candidate i preferred over j) from their comparisons in either or both orders (None if none)."""
     first = next((c for c in comparisons if (c.a, c.b) == (i, j)), None)
     second = next((c for c in comparisons if (c.a, c.b) == (j, i)), None)
     if first is None and second is None:
@@ -171,7 +172,7 @@ def rank_from_comparisons(comparisons: Sequence[Comparison], candidates: Sequenc
                 continue
             score = _mean([c.outcome(i) for c in both])
             wins += score
-            prob = _pair_probability(both, i, j, calibrator)
+            prob = pair_win_probability(both, i, j, calibrator)
             if prob is not None:
                 probs.append(prob)
             pairwise.append({
