@@ -127,3 +127,52 @@ def test_eval_pairs_fit_on_some_users_report_on_the_others():
     assert rep["brier"] <= raw["brier"] + 1e-9
     # baselines write no log-odds: nothing to calibrate
     assert calibration_report(pairs_from_records([{**r, "answer_logodds": None} for r in eval_records(2)]), None) is None
+
+
+def test_eval_fits_stores_and_reapplies_the_calibrator(tiny_model, tmp_path, monkeypatch):
+    """calibration.fit=true through the real evaluation recipe: per-subset {ece, brier, n_bins} on the users
+    not used for fitting, calibration.json next to the weights, a reliability diagram; a second run applies
+    it. Generation is scripted (well-formed responses; the untrained model writes no answers) while the
+    answer log-odds come from the real model's teacher-forced pass over those responses."""
+    import shutil
+    import zlib
+
+    from preferthinker.evaluation.generate import Generator
+    from preferthinker.evaluation.run import run
+    from preferthinker.response import render_response
+    from tests.conftest import compose
+    from tests.helpers import make_mini_dataset
+
+    profile = {"Art Styles": "Minimalism", "Color": "Crimson", "Artistic Medium": "Flat Digital", "Saturation": "Vivid", "Detail": "Smooth"}
+
+    def scripted_decode(self, inputs):
+        out = []
+        for row in inputs["input_ids"]:
+            h = zlib.crc32(row.numpy().tobytes())
+            sa, sb = [h % 6] * 5, [(h // 7) % 6] * 5
+            out.append(render_response(profile, profile, sa, sb, ["x"] * 5, ["y"] * 5, answer="Image A" if sum(sa) >= sum(sb) else "Image B"))
+        return out
+
+    monkeypatch.setattr(Generator, "decode_batch", scripted_decode)
+    data = make_mini_dataset(tmp_path / "bench", n_bench=16, seed=1)
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_model, ckpt)
+    over = [f"data.root={data}", f"model.path={ckpt}", "generation.batch_size=8", "metrics.n_boot=50", "metrics.similarity=false",
+            "systems=[model]", "data.eval_subsets=[SP_ID,SP_OD]", "prompt.max_refs=2"]
+    res = run(compose("eval", [*over, f"run_dir={tmp_path / 'fit'}", "calibration.fit=true"]))
+    rows = [json.loads(l) for l in (tmp_path / "fit" / "predictions" / "model" / "SP_ID.rank0.jsonl").read_text().splitlines()]
+    assert len(rows) == 32 and all(isinstance(r["answer_logodds"], float) for r in rows)
+    assert res["calibration"]["fitted"] and res["calibration"]["reported_on"] == "users not used for fitting"
+    stored = load_calibrator(ckpt)
+    assert stored is not None and stored.fitted_on["checkpoint"] == str(ckpt) and (tmp_path / "fit" / CALIBRATION_FILE).is_file()
+    reported = [m["calibration"] for m in res["subsets"].values() if "calibration" in m]
+    assert reported and all({"ece", "brier", "n_bins"} <= set(c) and 0 <= c["ece"] <= 1 and c["calibrated"] for c in reported)
+    assert sum(c["n"] for c in reported) < 32  # the fitting users are not in the report
+    assert (tmp_path / "fit" / "reliability.png").is_file() and "## Calibration" in (tmp_path / "fit" / "results.md").read_text()
+    on_disk = json.loads((tmp_path / "fit" / "results.json").read_text())
+    assert on_disk["subsets"][next(iter(on_disk["subsets"]))]["calibration"]["n_bins"] == 10
+    again = run(compose("eval", [*over, f"run_dir={tmp_path / 'apply'}"]))
+    assert again["calibration"]["calibrated"] and not again["calibration"]["fitted"]
+    assert sum(m["calibration"]["n"] for m in again["subsets"].values() if "calibration" in m) == 32
+    with pytest.raises(ValueError, match="calibration.fit_fraction=1.5: use a fraction strictly between 0 and 1"):
+        run(compose("eval", [*over, f"run_dir={tmp_path / 'bad'}", "calibration.fit=true", "calibration.fit_fraction=1.5"]))

@@ -280,6 +280,13 @@ def validate(cfg: DictConfig) -> None:
           cfg.generation.get("min_new_tokens"), "use 0..max_new_tokens (benchmarks only)")
     if cfg.bench.max_samples is not None:
         check(int(cfg.bench.max_samples) >= 1, "bench.max_samples", cfg.bench.max_samples, "use >= 1 or null")
+    cal = cfg.get("calibration")
+    if cal is not None:  # checked before any generation, not after the run
+        check(0.0 < float(cal.get("fit_fraction", 0.5)) < 1.0, "calibration.fit_fraction", cal.get("fit_fraction"),
+              "use a fraction strictly between 0 and 1 (the share of users the calibrator is fitted on)")
+        check(2 <= int(cal.get("n_bins", 10)) <= 100, "calibration.n_bins", cal.get("n_bins"), "use 2..100")
+        check(not cal.get("fit") or bool(cfg.bench.swap), "calibration.fit", cal.get("fit"),
+              "fitting needs both candidate orders: keep bench.swap=true")
 
 
 def run(cfg: DictConfig) -> dict:
