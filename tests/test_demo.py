@@ -50,6 +50,7 @@ def test_run_demo_fills_every_section(assessor, images):
     assert [row[0] for row in r.profile_rows] == ["Art Styles", "Color", "Artistic Medium", "Saturation", "Detail"]
     assert sorted(row[1] for row in r.ranking_rows) == ["SP_ID0_bad.png", "SP_ID0_good.png"]
     assert "Candidate 1: SP_ID0_good.png" in r.scores and len(r.gallery) == 2
+    assert "<answer>" not in r.status  # notes are escaped, so Markdown does not swallow them as HTML tags
 
 
 def test_bad_uploads_are_sentences(assessor, images, tmp_path):

@@ -75,6 +75,11 @@ def _cell(x: Any) -> str:
     return "-" if x is None else str(x)
 
 
+def _md(text: Any) -> str:
+    """Model text and notes shown as Markdown: "<answer>" must stay visible, not become an HTML tag."""
+    return " ".join(_cell(text).split()).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "/")
+
+
 def _profile_rows(ranking) -> list[list[str]]:
     for c in ranking.comparisons:
         a = c.assessment
@@ -95,12 +100,12 @@ def _scores_markdown(ranking, names: Sequence[str]) -> str:
                 if scores:
                     found = (scores, why or [None] * len(ELEMENTS))
                     break
-        parts.append(f"**Candidate {i + 1}: {name}**\n")
+        parts.append(f"**Candidate {i + 1}: {_md(name)}**\n")
         if found is None:
             parts.append("_the model wrote no readable scores for this candidate_\n")
             continue
         parts.append("| Element | Score | Rationale |\n|---|---:|---|")
-        parts += [f"| {e} | {s} | {' '.join(_cell(w).split()).replace('|', '/')} |" for e, s, w in zip(ELEMENTS, *found, strict=False)]
+        parts += [f"| {e} | {s} | {_md(w)} |" for e, s, w in zip(ELEMENTS, *found, strict=False)]
         parts.append(f"| **Total** | **{sum(found[0])}** | |\n")
     return "\n".join(parts)
 
@@ -110,7 +115,7 @@ def _verdict_markdown(ranking, names: Sequence[str]) -> str:
     p = next((pw["probability"] for e in ranking if e.index == 0 for pw in e.pairwise if pw["opponent_index"] == 1), None)
     answer = first.assessment.answer if first else None
     how = "calibrated" if ranking.calibrated else "uncalibrated: the checkpoint has no calibration.json"
-    lines = [f"**Verdict** (Image A = {names[0]}, Image B = {names[1]}): "
+    lines = [f"**Verdict** (Image A = {_md(names[0])}, Image B = {_md(names[1])}): "
              + (f"**{answer}**" if answer else "_no readable answer_")]
     if p is not None:
         lines.append(f"P(Image A preferred) = **{p:.2f}** ({how}; both candidate orders)")
@@ -138,7 +143,7 @@ def run_demo(assessor, liked: Sequence[Any] | None, disliked: Sequence[Any] | No
         names = [_display(p) for p in cand_p]
         ranking = assessor.rank(liked_p, disliked_p, cand_p, max_candidates=max_candidates)
     except (ValueError, *user_errors()) as e:  # ImageLoadError, AssessInputError: a sentence naming the file
-        return DemoResult(status=f"⚠️ {' '.join(str(e).split())}")
+        return DemoResult(status=f"⚠️ {_md(e)}")
     except Exception as e:  # noqa: BLE001 - the page must never show a traceback; the log keeps it
         log.exception("demo request failed")
         return DemoResult(status=f"⚠️ Something went wrong while assessing ({type(e).__name__}); see the server log.")
@@ -146,7 +151,7 @@ def run_demo(assessor, liked: Sequence[Any] | None, disliked: Sequence[Any] | No
              None if e.mean_total is None else round(e.mean_total, 1)] for e in ranking]
     t = ranking.timing
     status = (f"Assessed {len(names)} candidates: {t.get('generations', 0)} generations, {t.get('pairs_per_s', 0):.2f} pairs/s."
-              + ("" if not ranking.notes else " Notes: " + " ".join(ranking.notes)))
+              + ("" if not ranking.notes else " Notes: " + _md(" ".join(ranking.notes))))
     return DemoResult(status=status, verdict=_verdict_markdown(ranking, names), profile_rows=_profile_rows(ranking),
                       scores=_scores_markdown(ranking, names), ranking_rows=rows, ok=True,
                       gallery=[(cand_p[e.index], f"#{e.rank} {names[e.index]}" + ("" if e.probability is None else f"  P(win) {e.probability:.2f}"))
