@@ -125,6 +125,9 @@ def test_eval_pairs_fit_on_some_users_report_on_the_others():
     raw = calibration_report(report["SP_ID"], None, 10)
     assert rep["calibrated"] and not raw["calibrated"] and rep["n"] == len(report["SP_ID"]) and rep["n_bins"] == 10
     assert rep["brier"] <= raw["brier"] + 1e-9
+    with pytest.raises(CalibrationError, match="has an <answer> to score"):
+        fit_on_heldout_users({"SP_ID": pairs_from_records([{**r, "answer_logodds": None, "answer": None} for r in eval_records()])},
+                             0.5, 0, {})
     # baselines write no log-odds: nothing to calibrate
     assert calibration_report(pairs_from_records([{**r, "answer_logodds": None} for r in eval_records(2)]), None) is None
 
@@ -176,3 +179,20 @@ def test_eval_fits_stores_and_reapplies_the_calibrator(tiny_model, tmp_path, mon
     assert sum(m["calibration"]["n"] for m in again["subsets"].values() if "calibration" in m) == 32
     with pytest.raises(ValueError, match="calibration.fit_fraction=1.5: use a fraction strictly between 0 and 1"):
         run(compose("eval", [*over, f"run_dir={tmp_path / 'bad'}", "calibration.fit=true", "calibration.fit_fraction=1.5"]))
+
+
+def test_add_calibration_keeps_results_when_nothing_can_be_fitted(tmp_path):
+    from omegaconf import OmegaConf
+
+    from preferthinker.evaluation.calibration_metrics import add_calibration
+
+    cfg = OmegaConf.create({"calibration": {"fit": True, "fit_fraction": 0.5, "n_bins": 10}, "bench": {"root": "b", "max_samples": None},
+                            "seed": 0})
+    results = {"subsets": {"SP_ID": {"accuracy": 0.5}}}
+    silent = [{**r, "answer_logodds": None, "answer": None} for r in eval_records()]
+    add_calibration(results, {"SP_ID": silent}, str(tmp_path), cfg, tmp_path)
+    assert results["calibration"]["fitted"] is False and "writes no answers yet" in results["calibration"]["error"]
+    assert results["subsets"]["SP_ID"] == {"accuracy": 0.5} and not (tmp_path / CALIBRATION_FILE).exists()
+    add_calibration(results, {"SP_ID": eval_records()}, str(tmp_path), cfg, tmp_path)  # answers: fitted and stored
+    assert results["calibration"]["fitted"] and load_calibrator(tmp_path) is not None
+    assert results["subsets"]["SP_ID"]["calibration"]["n"] < 200

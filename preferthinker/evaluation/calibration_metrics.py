@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from preferthinker.calibration import Calibrator, fit_calibrator, heldout_split, pair_features, pair_probability
+from preferthinker.calibration import CalibrationError, Calibrator, fit_calibrator, heldout_split, pair_features, pair_probability
 
 DEFAULT_BINS = 10
 
@@ -91,6 +91,9 @@ def fit_on_heldout_users(pairs_by_subset: Mapping[str, Sequence[Mapping]], fract
         report[subset] = [p for p in pairs if not heldout_split(p["user_id"], fraction, seed)]
         fit_rows += [p for p in pairs if heldout_split(p["user_id"], fraction, seed)]
     users = {p["user_id"] for p in fit_rows}
+    if not any(p["features"]["has_logodds"] for p in fit_rows):
+        raise CalibrationError(f"none of the {len(fit_rows)} calibration pairs has an <answer> to score: the model "
+                               "writes no answers yet (train it further or raise generation.max_new_tokens)")
     cal = fit_calibrator([p["features"] for p in fit_rows], [p["y"] for p in fit_rows],
                          fitted_on={**dict(description), "users": len(users), "fraction": fraction, "seed": seed,
                                     "split": "users whose sha256(seed:user_id) falls below the fraction"})
@@ -123,7 +126,12 @@ def add_calibration(results: dict, records: Mapping[str, Sequence[Mapping]], mod
             raise ValueError(f"calibration.fit_fraction={fraction}: use a fraction strictly between 0 and 1")
         desc = {"checkpoint": str(model_path), "bench_root": str(cfg.bench.root), "subsets": list(pairs),
                 "max_samples": cfg.bench.max_samples, "orders": "both (bench.swap)"}
-        calibrator, pairs = fit_on_heldout_users(pairs, fraction, int(cfg.seed), desc)
+        try:
+            calibrator, pairs = fit_on_heldout_users(pairs, fraction, int(cfg.seed), desc)
+        except CalibrationError as e:  # e.g. too few users: keep the evaluation's results, say why there is no fit
+            log.warning("calibration not fitted: %s", e)
+            results["calibration"] = {**summary, "fitted": False, "calibrated": False, "error": str(e)}
+            return
         saved = [str(calibrator.save(run_dir))]
         try:
             saved.append(str(calibrator.save(model_path)))
