@@ -74,7 +74,7 @@ def build_demo(assessor: Any, *, max_upload_mb: float = 20.0, max_candidates: in
                                    interactive=False, elem_id="profile")
             ranking = gr.Dataframe(headers=["Rank", "Candidate", "Wins", "P(win)", "Mean total"], label="Ranking",
                                    interactive=False, elem_id="ranking")
-        gallery = gr.Gallery(label="Candidates, best first", columns=6, height="auto", elem_id="gallery")
+        gallery = gr.Gallery(label="Candidates, best first", columns=6, height="auto", object_fit="contain", elem_id="gallery")
         scores = gr.Markdown(elem_id="scores")
         example.click(on_example, outputs=[liked, disliked, cands])
         run.click(on_run, inputs=[liked, disliked, cands], outputs=[status, verdict, profile, scores, ranking, gallery])

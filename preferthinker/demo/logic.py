@@ -151,7 +151,7 @@ def run_demo(assessor, liked: Sequence[Any] | None, disliked: Sequence[Any] | No
              None if e.mean_total is None else round(e.mean_total, 1)] for e in ranking]
     t = ranking.timing
     status = (f"Assessed {len(names)} candidates: {t.get('generations', 0)} generations, {t.get('pairs_per_s', 0):.2f} pairs/s."
-              + ("" if not ranking.notes else " Notes: " + _md(" ".join(ranking.notes))))
+              + ("" if not ranking.notes else " Notes: " + _md("; ".join(ranking.notes))))
     return DemoResult(status=status, verdict=_verdict_markdown(ranking, names), profile_rows=_profile_rows(ranking),
                       scores=_scores_markdown(ranking, names), ranking_rows=rows, ok=True,
                       gallery=[(cand_p[e.index], f"#{e.rank} {names[e.index]}" + ("" if e.probability is None else f"  P(win) {e.probability:.2f}"))
