@@ -196,3 +196,4 @@ def test_add_calibration_keeps_results_when_nothing_can_be_fitted(tmp_path):
     add_calibration(results, {"SP_ID": eval_records()}, str(tmp_path), cfg, tmp_path)  # answers: fitted and stored
     assert results["calibration"]["fitted"] and load_calibrator(tmp_path) is not None
     assert results["subsets"]["SP_ID"]["calibration"]["n"] < 200
+    assert results["calibration"]["pooled"]["n"] == results["subsets"]["SP_ID"]["calibration"]["n"]

@@ -252,6 +252,10 @@ def _calibration_table(subsets: Mapping[str, Mapping[str, Any]], summary: Mappin
     lines = ["| Subset | pairs | ECE | Brier | bins | calibrated |", "|---|---:|---:|---:|---:|---|"]
     lines += [f"| {s} | {c['n']} | {c['ece']:.3f} | {c['brier']:.3f} | {c['n_bins']} | {'yes' if c['calibrated'] else 'no'} |"
               for s, c in rows]
+    pooled = summary.get("pooled")
+    if pooled:
+        lines.append(f"| all (pooled) | {pooled['n']} | {pooled['ece']:.3f} | {pooled['brier']:.3f} | {pooled['n_bins']} | "
+                     f"{'yes' if pooled['calibrated'] else 'no'} |")
     return "\n".join(lines) + f"\n\nProbability from both orders' answer log-odds, votes and totals' margin ({how}).\n"
 
 
