@@ -152,6 +152,12 @@ def test_browser_uploads_clicks_and_reads_the_verdict(ckpt, images, tmp_path):
             page.wait_for_function("document.querySelector('#status').innerText.includes('⚠')", timeout=60_000)
             status = page.inner_text("#status")
             assert "cannot read" in status and "readme.png" in status and "Traceback" not in page.content()
+            # a file above --max-upload-mb is refused at upload, with a message on the page
+            big = tmp_path / "huge.png"
+            big.write_bytes(b"\0" * (2 * 2**20))
+            page.set_input_files("#liked input[type=file]", [str(big)])
+            page.wait_for_function("document.body.innerText.includes('exceed the maximum allowed size')", timeout=30_000)
+            assert "huge.png" in page.inner_text("body") and "Traceback" not in page.content()
             browser.close()
         shot = os.environ.get("PT_DEMO_SCREENSHOT")  # the docs screenshot is taken with a trained checkpoint
         if shot:

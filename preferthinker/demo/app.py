@@ -89,7 +89,9 @@ def serve(assessor: Any, *, host: str = "127.0.0.1", port: int = 7860, max_uploa
     demo = build_demo(assessor, max_upload_mb=max_upload_mb)
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     demo.queue(default_concurrency_limit=1)  # one model, one request at a time
+    # Gradio refuses larger uploads before they reach us, with its own message on the page; run_demo
+    # checks the size again for clients of the HTTP API
     demo.launch(server_name=host, server_port=port or None, share=False, inbrowser=False, show_error=False,
-                max_file_size=f"{int(2 * max_upload_mb * 1024)}kb", allowed_paths=[str(demo.example_dir)], theme=theme,
+                max_file_size=f"{int(max_upload_mb * 1024)}kb", allowed_paths=[str(demo.example_dir)], theme=theme,
                 prevent_thread_lock=not block, quiet=False, ssr_mode=False, footer_links=[], pwa=False, mcp_server=False)
     return demo
