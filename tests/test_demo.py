@@ -132,6 +132,8 @@ def test_browser_uploads_clicks_and_reads_the_verdict(ckpt, images, tmp_path):
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 1300})
+            outside = []  # fully offline: no CDN, fonts or analytics requested by the page
+            page.on("request", lambda req: outside.append(req.url) if not req.url.startswith(("http://127.0.0.1", "data:", "blob:")) else None)
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_selector("#run")
             page.set_input_files("#liked input[type=file]", images["liked"])
@@ -159,6 +161,7 @@ def test_browser_uploads_clicks_and_reads_the_verdict(ckpt, images, tmp_path):
             page.wait_for_function("document.body.innerText.includes('exceed the maximum allowed size')", timeout=30_000)
             assert "huge.png" in page.inner_text("body") and "Traceback" not in page.content()
             browser.close()
+        assert outside == [], f"the demo page requested outside resources: {outside[:5]}"
         shot = os.environ.get("PT_DEMO_SCREENSHOT")  # the docs screenshot is taken with a trained checkpoint
         if shot:
             shutil.copy(tmp_path / "demo.png", shot)
