@@ -7,7 +7,7 @@ The spine of the package is the response contract: ``prompting`` builds the offi
 
 __version__ = "0.1.0"
 
-__all__ = ["Assessor", "Assessment", "parse_response", "render_response", "__version__"]
+__all__ = ["Assessor", "Assessment", "PersonalReward", "Verdict", "make_dpo_pairs", "parse_response", "render_response", "__version__"]
 
 
 def __getattr__(name: str):
@@ -16,8 +16,12 @@ def __getattr__(name: str):
         from preferthinker import response
 
         return getattr(response, name)
-    if name == "Assessor":
-        from preferthinker.assess import Assessor
+    if name in ("Assessor", "Verdict"):
+        from preferthinker import assess
 
-        return Assessor
+        return getattr(assess, name)
+    if name in ("PersonalReward", "make_dpo_pairs"):
+        from preferthinker import reward_api
+
+        return getattr(reward_api, name)
     raise AttributeError(f"module 'preferthinker' has no attribute {name!r}")

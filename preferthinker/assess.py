@@ -19,7 +19,9 @@ prompt is built with ``prompting.build_messages`` in the style the checkpoint wa
 Generation goes through ``evaluation.generate.Generator`` (greedy, as the official protocol), so the
 Assessor, the evaluation and the training rollouts read the same prompts and the same decoding.
 
-Ranking (``Assessor.rank``) is a position-debiased round robin; see ``Assessor.rank`` for the scheme.
+Ranking (``Assessor.rank``) is a position-debiased round robin; see ``preferthinker.ranking`` for the scheme.
+Every verdict carries ``probability`` = P(user prefers Image A) from both candidate orders, calibrated
+by the checkpoint's ``calibration.json`` when there is one (``preferthinker.calibration``).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import dataclasses
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,8 @@ from preferthinker.prompting import (
     build_messages,
     load_image,
 )
+from preferthinker.calibration import CalibrationError, Calibrator, load_calibrator, pair_features, pair_probability
+from preferthinker.ranking import Comparison, RankEntry, Ranking, rank_from_comparisons
 from preferthinker.response import Assessment, parse_response
 
 log = logging.getLogger("preferthinker.assess")
@@ -57,6 +62,7 @@ __all__ = [
     "Profile",
     "RankEntry",
     "Ranking",
+    "Verdict",
     "collect_images",
     "read_prompt_settings",
     "resolve_checkpoint",
@@ -251,130 +257,21 @@ class Profile:
 
 
 @dataclass
-class Comparison:
-    """One generation of ``rank``: candidate ``a`` shown as Image A, candidate ``b`` as Image B."""
+class Verdict(Assessment):
+    """An ``Assessment`` of (Image A, Image B) plus the probability the user prefers Image A.
 
-    a: int
-    b: int
-    assessment: Assessment
+    The pair is judged in both orders; ``answer`` and the scores are the response for the order given
+    (A first), ``probability`` combines both orders' evidence (``preferthinker.calibration``):
+    ``calibrated`` says whether a fitted ``calibration.json`` was applied, ``preferred`` is the image
+    with probability >= 0.5 (the position-debiased verdict) and ``swapped_answer`` the answer of the
+    swapped order in the original names ("Image A" = the same image)."""
 
-    @property
-    def parsed(self) -> bool:
-        return self.assessment.answer is not None
-
-    @property
-    def winner(self) -> int | None:
-        """Index of the preferred candidate, or None when the answer is unreadable (a tie)."""
-        ans = self.assessment.answer
-        return None if ans is None else (self.a if ans == "Image A" else self.b)
-
-    def outcome(self, candidate: int) -> float:
-        """Win indicator for ``candidate``: 1 win, 0 loss, 0.5 unparseable."""
-        return 0.5 if self.winner is None else float(self.winner == candidate)
-
-    def total(self, candidate: int) -> int | None:
-        return self.assessment.total_a if candidate == self.a else self.assessment.total_b
-
-    def to_dict(self, labels: Sequence[str] | None = None) -> dict:
-        out = {"a": self.a, "b": self.b, "winner": self.winner, "parsed": self.parsed, "assessment": self.assessment.to_dict()}
-        if labels is not None:
-            out.update(candidate_a=labels[self.a], candidate_b=labels[self.b],
-                       winner_candidate=None if self.winner is None else labels[self.winner])
-        return out
-
-
-@dataclass
-class RankEntry:
-    """One candidate's place in a ranking.
-
-    ``wins``: sum over opponents of the pair score (mean of the two per-order win indicators), 0..N-1.
-    ``mean_margin``: mean of (own total - opponent total) over comparisons with both totals readable.
-    ``mean_total``: mean of the candidate's own total over comparisons where it is readable.
-    ``pairwise``: one record per opponent with both orders' outcomes and totals.
-    """
-
-    candidate: str
-    index: int
-    rank: int
-    wins: float
-    mean_total: float | None
-    mean_margin: float | None
-    pairwise: list[dict] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-class Ranking(list):
-    """A list of ``RankEntry``, best first, with ``comparisons`` (every generation), ``notes`` and
-    ``candidates`` (labels in input order). ``to_dict()`` is the JSON form."""
-
-    def __init__(self, entries: Iterable[RankEntry], comparisons: list[Comparison], candidates: list[str], notes: list[str]):
-        super().__init__(entries)
-        self.comparisons = comparisons
-        self.candidates = candidates
-        self.notes = notes
-
-    def to_dict(self) -> dict:
-        return {
-            "scheme": "position-debiased round robin: every pair in both orders; pair score = mean per-order win "
-                      "(1 win, 0 loss, 0.5 unparseable); rank by summed pair scores, then mean total margin, then mean total",
-            "candidates": list(self.candidates),
-            "ranking": [e.to_dict() for e in self],
-            "comparisons": [c.to_dict(self.candidates) for c in self.comparisons],
-            "notes": list(self.notes),
-        }
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def rank_from_comparisons(comparisons: Sequence[Comparison], candidates: Sequence[str]) -> Ranking:
-    """Aggregate round-robin comparisons into a ranking (the scheme of ``Assessor.rank``)."""
-    n = len(candidates)
-    stats = []
-    for i in range(n):
-        mine = [c for c in comparisons if i in (c.a, c.b)]
-        totals = [t for c in mine if (t := c.total(i)) is not None]
-        margins = [c.total(i) - c.total(c.b if c.a == i else c.a) for c in mine
-                   if c.total(i) is not None and c.total(c.b if c.a == i else c.a) is not None]
-        pairwise, wins = [], 0.0
-        for j in range(n):
-            if j == i:
-                continue
-            both = [c for c in mine if j in (c.a, c.b)]
-            if not both:
-                continue
-            score = _mean([c.outcome(i) for c in both])
-            wins += score
-            pairwise.append({
-                "opponent": candidates[j], "opponent_index": j, "score": score,
-                "orders": [{"position": "Image A" if c.a == i else "Image B", "answer": c.assessment.answer,
-                            "outcome": c.outcome(i), "total": c.total(i), "opponent_total": c.total(j)} for c in both],
-                "agree": len({c.winner for c in both}) == 1 and both[0].winner is not None,
-            })
-        stats.append(RankEntry(candidates[i], i, 0, wins, _mean(totals), _mean(margins), pairwise))
-
-    def key(e: RankEntry) -> tuple:
-        return (-e.wins, -(e.mean_margin if e.mean_margin is not None else float("-inf")),
-                -(e.mean_total if e.mean_total is not None else float("-inf")))
-
-    ordered = sorted(stats, key=lambda e: (*key(e), e.index))
-    for pos, e in enumerate(ordered):  # competition ranking: equal keys share a rank (1, 2, 2, 4)
-        e.rank = ordered[pos - 1].rank if pos and key(ordered[pos - 1]) == key(e) else pos + 1
-    notes = []
-    unparsed = sum(not c.parsed for c in comparisons)
-    if unparsed:
-        notes.append(f"{unparsed} of {len(comparisons)} comparisons had no readable <answer> and counted as ties (0.5 each)")
-    pairs = {frozenset((c.a, c.b)) for c in comparisons}
-    split = sum(1 for e in stats for p in e.pairwise if p["opponent_index"] > e.index
-                and None not in (o["answer"] for o in p["orders"]) and len({o["outcome"] for o in p["orders"]}) > 1)
-    if split:
-        notes.append(f"{split} of {len(pairs)} pairs got opposite answers in the two orders (position bias) and count as draws")
-    if len({e.rank for e in ordered}) < n:
-        notes.append("some candidates tie on wins, margin and total and share a rank")
-    return Ranking(ordered, list(comparisons), list(candidates), notes)
+    probability: float | None = None
+    calibrated: bool = False
+    preferred: str | None = None
+    swapped_answer: str | None = None
+    answer_logodds: float | None = None
+    evidence: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -393,9 +290,11 @@ class Assessor:
     """
 
     def __init__(self, model: Any, processor: Any, settings: PromptSettings | None = None, generation: Any = None,
-                 *, max_candidates: int = MAX_CANDIDATES, path: str | None = None):
+                 *, max_candidates: int = MAX_CANDIDATES, path: str | None = None, calibrator: Calibrator | None = None):
         from preferthinker.evaluation.generate import GenerationSettings, Generator
 
+        self.calibrator = calibrator  # None: probabilities are the documented uncalibrated fallback
+        self.progress = False  # rank(): a tqdm bar over the generations (the CLI turns it on)
         self.model = model
         self.processor = processor
         self.settings = settings or PromptSettings()
@@ -466,7 +365,13 @@ class Assessor:
                                  do_sample=False, batch_size=int(batch_size))
         log.info("assessor: %s, prompt %s/%s, max_refs %d, pixels %d..%d (settings from %s)", path, settings.style,
                  settings.system, settings.max_refs, settings.min_pixels, settings.max_pixels, settings.source)
-        return cls(model, processor, settings, gen, max_candidates=max_candidates, path=path)
+        try:
+            calibrator = load_calibrator(path) if Path(path).expanduser().is_dir() else None
+        except CalibrationError as e:
+            raise AssessInputError(str(e)) from None
+        if calibrator is None:
+            log.info("no %s/calibration.json: probabilities are uncalibrated (sigmoid of the mean answer log-odds)", path)
+        return cls(model, processor, settings, gen, max_candidates=max_candidates, path=path, calibrator=calibrator)
 
     # ---------------------------------------------------------------------------------------------
     # inputs
@@ -509,7 +414,9 @@ class Assessor:
         messages, _ = build_messages(liked, disliked, a, b, style=s.style, system=s.system, max_refs=s.max_refs, embed_images=True)
         return messages
 
-    def _generate(self, batch: list[list[dict]], max_new_tokens: int | None = None) -> list[str]:
+    def _generate(self, batch: list[list[dict]], max_new_tokens: int | None = None, progress: str | None = None
+                  ) -> list[tuple[str, float | None]]:
+        """(response text, answer log-odds) per prompt, in batches of the generation settings' size."""
         if not batch:
             return []
         gen = self.generator
@@ -517,9 +424,21 @@ class Assessor:
         if max_new_tokens is not None:
             gen.settings = dataclasses.replace(saved, max_new_tokens=min(int(max_new_tokens), saved.max_new_tokens))
         try:
-            return gen.generate(batch)
+            return gen.generate_scored(batch, progress=progress if self.progress else None)
         finally:
             gen.settings = saved
+
+    def _verdict(self, first: tuple[str, float | None], second: tuple[str, float | None]) -> Verdict:
+        """A Verdict from the responses to (A, B) and to the swapped prompt (B shown as Image A)."""
+        ab, ba = parse_response(first[0]), parse_response(second[0])
+        ev_ab = {"answer": ab.answer, "total_a": ab.total_a, "total_b": ab.total_b, "answer_logodds": first[1]}
+        ev_ba = {"answer": ba.answer, "total_a": ba.total_a, "total_b": ba.total_b, "answer_logodds": second[1]}
+        features = pair_features(ev_ab, ev_ba)
+        p, calibrated = pair_probability(features, self.calibrator)
+        back = {"Image A": "Image B", "Image B": "Image A"}.get(ba.answer)
+        return Verdict(**{f.name: getattr(ab, f.name) for f in dataclasses.fields(Assessment)}, probability=p,
+                       calibrated=calibrated, preferred="Image A" if p >= 0.5 else "Image B", swapped_answer=back,
+                       answer_logodds=first[1], evidence={k: v for k, v in features.items() if k != "has_logodds"})
 
     def _check_parsed(self, assessments: Sequence[Assessment]) -> None:
         bad = sum(a.answer is None for a in assessments)
@@ -530,20 +449,22 @@ class Assessor:
     # ---------------------------------------------------------------------------------------------
     # public API
 
-    def assess(self, liked: Any, disliked: Any, image_a: Any, image_b: Any) -> Assessment:
+    def assess(self, liked: Any, disliked: Any, image_a: Any, image_b: Any) -> Verdict:
         """Compare two candidates for the user: profiles, per-element 0-5 scores with rationales, totals,
-        the answer ("Image A" | "Image B") and the raw response. Fields the model did not write readably
-        are None (``format_ok`` tells whether the response followed the official format)."""
+        the answer ("Image A" | "Image B"), the raw response, and ``probability`` = P(user prefers Image A)
+        from both orders (see ``Verdict``; the pair is generated twice, in one batch). Fields the model did
+        not write readably are None (``format_ok`` tells whether the response followed the official format)."""
         self.last_notes, self.last_inputs = [], {}
         liked_imgs, disliked_imgs = self._references(liked, disliked)
         a, label_a = self._candidate(image_a, "image_a")
         b, label_b = self._candidate(image_b, "image_b")
         self.last_inputs.update(image_a=label_a, image_b=label_b)
-        out = parse_response(self._generate([self._messages(liked_imgs, disliked_imgs, a, b)])[0])
+        first, second = self._generate([self._messages(liked_imgs, disliked_imgs, a, b), self._messages(liked_imgs, disliked_imgs, b, a)])
+        out = self._verdict(first, second)
         self._check_parsed([out])
         return out
 
-    def assess_batch(self, requests: Sequence[Sequence[Any] | dict]) -> list[Assessment]:
+    def assess_batch(self, requests: Sequence[Sequence[Any] | dict]) -> list[Verdict]:
         """Several ``assess`` calls in one batched generation. Each request is ``(liked, disliked, image_a,
         image_b)`` or a dict with those keys. ``last_inputs["requests"]`` lists each request's inputs."""
         self.last_notes, self.last_inputs = [], {}
@@ -561,9 +482,10 @@ class Assessor:
             a, label_a = self._candidate(req[2], f"request {n} image_a")
             b, label_b = self._candidate(req[3], f"request {n} image_b")
             inputs.append({**self.last_inputs, "image_a": label_a, "image_b": label_b})
-            prompts.append(self._messages(liked_imgs, disliked_imgs, a, b))
+            prompts += [self._messages(liked_imgs, disliked_imgs, a, b), self._messages(liked_imgs, disliked_imgs, b, a)]
         self.last_inputs = {"requests": inputs}
-        out = [parse_response(t) for t in self._generate(prompts)]
+        scored = self._generate(prompts)
+        out = [self._verdict(scored[k], scored[k + 1]) for k in range(0, len(scored), 2)]
         self._check_parsed(out)
         return out
 
@@ -576,7 +498,7 @@ class Assessor:
         at ``PROFILE_MAX_NEW_TOKENS``. Elements the model did not write readably leave a profile None."""
         self.last_notes, self.last_inputs = [], {}
         liked_imgs, disliked_imgs = self._references(liked, disliked)
-        text = self._generate([self._messages(liked_imgs, disliked_imgs, liked_imgs[0], disliked_imgs[0])], PROFILE_MAX_NEW_TOKENS)[0]
+        text = self._generate([self._messages(liked_imgs, disliked_imgs, liked_imgs[0], disliked_imgs[0])], PROFILE_MAX_NEW_TOKENS)[0][0]
         a = parse_response(text)
         if a.preference is None or a.non_preference is None:
             self._note("the response did not contain both profiles with all five elements; missing ones are None")
@@ -591,12 +513,14 @@ class Assessor:
         be read gives both 0.5 (a tie, reported in ``notes``). A candidate's pair score is the mean of its
         two indicators (so a pair judged differently in the two orders - position bias - is a draw), and
         its ``wins`` is the sum of its pair scores over all opponents (Copeland/Borda-like, 0..N-1).
-        Candidates are ordered by ``wins``, then by mean total-score margin over their comparisons, then
-        by mean own total; entries equal on all three share a rank.
+        Each pair's two orders also give P(i preferred over j) (``preferthinker.calibration``); a
+        candidate's ``probability`` is its mean over opponents. Candidates are ordered by ``wins``, then
+        ``probability``, then mean total-score margin, then mean own total; entries equal on all four share
+        a rank. ``ranking.timing`` holds the generation's pairs/s (a pair = both orders).
 
         ``max_candidates`` (default 16: 240 generations) caps N; above it this raises AssessInputError.
-        Returns a ``Ranking``: a list of ``RankEntry`` (candidate, rank, wins, mean_total, mean_margin,
-        pairwise records), best first, with ``.comparisons`` holding every generation's Assessment.
+        Returns a ``Ranking``: a list of ``RankEntry`` (candidate, rank, wins, probability, mean_total,
+        mean_margin, rationale, pairwise records), best first, with ``.comparisons`` holding every generation's Assessment.
         """
         self.last_notes, self.last_inputs = [], {}
         cap = int(max_candidates if max_candidates is not None else self.max_candidates)
@@ -617,9 +541,15 @@ class Assessor:
         images = [self._load(it, f"candidates[{k}]") for k, it in enumerate(items)]
         self.last_inputs["candidates"] = labels
         order = [pair for i in range(n) for j in range(i + 1, n) for pair in ((i, j), (j, i))]
-        texts = self._generate([self._messages(liked_imgs, disliked_imgs, images[i], images[j]) for i, j in order])
-        comparisons = [Comparison(i, j, parse_response(t)) for (i, j), t in zip(order, texts, strict=True)]
-        ranking = rank_from_comparisons(comparisons, labels)
+        t0 = time.perf_counter()
+        scored = self._generate([self._messages(liked_imgs, disliked_imgs, images[i], images[j]) for i, j in order],
+                                progress=f"ranking {n} candidates")
+        seconds = time.perf_counter() - t0
+        comparisons = [Comparison(i, j, parse_response(t), lo) for (i, j), (t, lo) in zip(order, scored, strict=True)]
+        ranking = rank_from_comparisons(comparisons, labels, self.calibrator)
+        ranking.timing = {"pairs": len(order) // 2, "generations": len(order), "seconds": round(seconds, 3),
+                          "pairs_per_s": round(len(order) / 2 / max(seconds, 1e-9), 3),
+                          "batch_size": self.generator.settings.batch_size}
         for note in ranking.notes:
             self._note(note)
         ranking.notes = list(self.last_notes)

@@ -1,7 +1,8 @@
-"""``preferthinker`` command line: assess, rank, profile, validate-data.
+"""``preferthinker`` command line: assess, rank, profile, serve, validate-data.
 
     preferthinker assess --model CKPT --liked likes/ --disliked dislikes/ a.png b.png [--json]
-    preferthinker rank   --model CKPT --liked likes/ --disliked dislikes/ c1.png c2.png c3.png [--json]
+    preferthinker rank   --model CKPT --liked likes/ --disliked dislikes/ --candidates outs/ [--top-k 3] [--out r.csv]
+    preferthinker serve  --model CKPT [--port 7860]   # local web demo (pip install -e ".[demo]")
     preferthinker profile --model CKPT --liked likes/ --disliked dislikes/ [--json]
     preferthinker validate-data data/synthetic/data/SP_ID/SP_ID.json
 
@@ -35,8 +36,10 @@ examples:
   preferthinker assess --model CKPT --liked l1.png --liked l2.png --disliked 'dislikes/*.jpg' a.png b.png --json
   # a benchmark record supplies the references and the pair (and its label is shown)
   preferthinker assess --model latest --record data/synthetic/data/SP_ID/SP_ID.json:0
-  # best-of-N: rank text-to-image outputs for the user (every pair in both orders)
-  preferthinker rank --model CKPT --liked likes/ --disliked dislikes/ out1.png out2.png out3.png out4.png
+  # best-of-N: rank text-to-image outputs for the user (every pair in both orders), keep the best 2
+  preferthinker rank --model CKPT --liked likes/ --disliked dislikes/ --candidates 'outs/*.png' --top-k 2 --out best.csv
+  # the local web demo (offline; needs the [demo] extra)
+  preferthinker serve --model CKPT --port 7860
   # the user's predicted preference / non-preference profile
   preferthinker profile --model CKPT --liked likes/ --disliked dislikes/
   # check a data file against the official schema (and that every image exists)
@@ -112,11 +115,27 @@ def build_parser() -> argparse.ArgumentParser:
                                    "a candidate's score per pair is the mean of its two win indicators (unreadable = 0.5); "
                                    "candidates are ordered by summed pair scores, then mean total margin, then mean total. "
                                    "N candidates cost N*(N-1) generations.")
-    p.add_argument("candidates", nargs="+", metavar="CANDIDATE", help="candidate images (files or folders)")
+    p.add_argument("candidates", nargs="*", metavar="CANDIDATE", help="candidate images (files or folders)")
+    p.add_argument("--candidates", dest="candidate_sources", action="append", default=[], metavar="DIR|GLOB",
+                   help="a folder of candidate images or a quoted glob ('outs/*.png'); repeat for more")
     p.add_argument("--max-candidates", type=int, default=16, metavar="N",
                    help="refuse more than N candidates (default 16 = 240 generations)")
+    p.add_argument("--top-k", type=int, default=None, metavar="K", help="show and write only the K best candidates")
+    p.add_argument("--out", action="append", default=[], metavar="FILE",
+                   help="also write the ranking to FILE: .csv (rank, candidate, score, probability, rationale) or .json; "
+                        "repeat for both")
     _add_model_options(p)
     p.set_defaults(func=cmd_rank)
+
+    p = sub.add_parser("serve", formatter_class=fmt, epilog=EXAMPLES,
+                       help="local web demo: upload references and candidates, see profile, scores, verdict, ranking",
+                       description="Serve the web demo on this machine (Gradio, fully offline; pip install -e '.[demo]').")
+    g = p.add_argument_group("server")
+    g.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860; 0 = any free port)")
+    g.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    g.add_argument("--max-upload-mb", type=float, default=20.0, metavar="MB", help="refuse larger uploads (default 20)")
+    _add_model_options(p, references=False)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("profile", formatter_class=fmt, epilog=EXAMPLES,
                        help="predict the user's preference and non-preference profiles",
@@ -275,7 +294,7 @@ def _assessor(args: argparse.Namespace):
         if not torch.cuda.is_available():
             raise CLIError(f"--device {args.device}: no CUDA device is available here; use --device cpu (or auto)")
     return Assessor.from_pretrained(
-        args.model, device=args.device, dtype=args.dtype, style=args.style, system=args.system, max_refs=args.max_refs,
+        args.model, device=args.device, dtype=args.dtype, style=args.style, system=args.system, max_refs=getattr(args, "max_refs", None),
         max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty, batch_size=args.batch_size,
         max_candidates=getattr(args, "max_candidates", 16),
     )
@@ -383,6 +402,9 @@ def cmd_assess(args: argparse.Namespace) -> int:
     print(_table(rows, ["Element", "A", "B", "Why A", "Why B"], [15, 3, 3, w, w], "lrrll"))
     print()
     print(f"answer: {result.answer or 'none (no readable <answer>)'}" + (f"  ->  {chosen}" if chosen else ""))
+    print(f"P(Image A preferred) = {result.probability:.3f} (both orders; "
+          f"{'calibrated' if result.calibrated else 'uncalibrated: no calibration.json with the checkpoint'})"
+          + (f", swapped order answered {result.swapped_answer}" if result.swapped_answer else ""))
     if record:
         print(f"dataset label: {record['label']}")
     if not result.format_ok:
@@ -396,40 +418,82 @@ def cmd_assess(args: argparse.Namespace) -> int:
 
 def cmd_rank(args: argparse.Namespace) -> int:
     liked, disliked, record = _references(args)
-    candidates = _expand(args.candidates, "CANDIDATE")
+    candidates = _expand(args.candidates, "CANDIDATE") + _expand(args.candidate_sources, "--candidates")
+    if not candidates:
+        raise CLIError("no candidates: pass image files, or a folder / quoted glob with --candidates DIR|GLOB")
     from preferthinker.assess import AssessInputError, collect_images
 
     items, _ = collect_images(candidates, what="candidates")
     if args.max_candidates < 2:
         raise CLIError(f"--max-candidates must be >= 2, got {args.max_candidates}")
+    if args.top_k is not None and args.top_k < 1:
+        raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
+    for out in args.out:  # before the (slow) ranking, not after it
+        if not Path(out).resolve().parent.is_dir():
+            raise CLIError(f"--out {out}: the folder {Path(out).resolve().parent} does not exist")
     if len(items) < 2:
-        raise AssessInputError(f"rank needs at least two candidates, got {len(items)}")
+        raise AssessInputError(f"rank needs at least two candidates, got {len(items)}"
+                               + (f" ({items[0].label})" if items else ""))
     if len(items) > args.max_candidates:
         n = len(items)
         raise AssessInputError(f"{n} candidates need {n * (n - 1)} generations (every pair in both orders); the limit is "
                                f"--max-candidates {args.max_candidates}. Raise it or rank smaller groups")
     assessor = _assessor(args)
+    assessor.progress = not args.json  # a tqdm bar on stderr over the N(N-1) generations
     ranking = assessor.rank(liked, disliked, candidates, max_candidates=args.max_candidates)
     header = _header(assessor)
     inputs = dict(assessor.last_inputs)
     if record:
         inputs["record"] = {k: record[k] for k in ("file", "index", "user_id")}
+    from preferthinker.ranking import write_ranking
+
+    written = [str(write_ranking(ranking, out, top_k=args.top_k, header={"command": "rank", **header, "inputs": inputs}))
+               for out in args.out]
     if args.json:
-        doc = {"command": "rank", **header, "inputs": inputs, **ranking.to_dict()}
+        doc = {"command": "rank", **header, "inputs": inputs, **ranking.to_dict(args.top_k)}
         doc["notes"] = assessor.last_notes
+        doc["written"] = written
         _print_json(doc)
         return 0
     _describe(header, inputs)
     n = len(ranking)
-    print(f"candidates: {n}, comparisons: {len(ranking.comparisons)} (every pair in both orders)\n")
-    w = max(30, _width() - 48)
-    rows = [[e.rank, f"{e.wins:g}/{n - 1}", None if e.mean_margin is None else f"{e.mean_margin:+.1f}",
-             None if e.mean_total is None else f"{e.mean_total:.1f}", e.candidate] for e in ranking]
-    print(_table(rows, ["rank", "wins", "margin", "mean total", "candidate"], [4, 8, 7, 10, w], "rrrrl"))
+    t = ranking.timing
+    print(f"candidates: {n}, comparisons: {len(ranking.comparisons)} (every pair in both orders), "
+          f"{t['pairs_per_s']:.2f} pairs/s ({t['pairs']} pairs in {t['seconds']:.1f} s, batch {t['batch_size']})\n")
+    w = max(30, _width() - 58)
+    shown = ranking[: args.top_k] if args.top_k else ranking
+    rows = [[e.rank, f"{e.wins:g}/{n - 1}", None if e.probability is None else f"{e.probability:.2f}",
+             None if e.mean_margin is None else f"{e.mean_margin:+.1f}", None if e.mean_total is None else f"{e.mean_total:.1f}",
+             e.candidate] for e in shown]
+    print(_table(rows, ["rank", "wins", "P(win)", "margin", "mean total", "candidate"], [4, 8, 6, 7, 10, w], "rrrrrl"))
+    print(f"P(win): mean probability of being preferred over another candidate "
+          f"({'calibrated' if ranking.calibrated else 'uncalibrated: no calibration.json with the checkpoint'})")
+    if args.top_k and args.top_k < n:
+        print(f"(top {args.top_k} of {n} shown)")
+    for path in written:
+        print(f"wrote {path}")
     _notes(assessor.last_notes)
     if args.show_raw:
         for c in ranking.comparisons:
             print(f"\n--- A={ranking.candidates[c.a]}  B={ranking.candidates[c.b]} ---\n{c.assessment.raw}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise CLIError(f"--port must be 0..65535, got {args.port}")
+    if not 0 < args.max_upload_mb <= 1024:
+        raise CLIError(f"--max-upload-mb must be in (0, 1024], got {args.max_upload_mb}")
+    from preferthinker.demo import DemoUnavailable, require_gradio
+
+    try:
+        require_gradio()  # a clear message before the (slow) model load when the [demo] extra is missing
+    except DemoUnavailable as e:
+        raise CLIError(str(e)) from None
+    from preferthinker.demo.app import serve
+
+    assessor = _assessor(args)
+    serve(assessor, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
     return 0
 
 

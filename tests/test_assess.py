@@ -1,7 +1,8 @@
 """The Assessor API: checkpoint settings, inputs and their errors, assess / profile / rank, and the
 consistency of rank with assess. Real-model tests use the untrained tiny model (greedy decoding is
-deterministic; its text is garbage, which is exactly the malformed case the API must survive); the
-ranking arithmetic is also checked with a scripted generator that writes well-formed responses."""
+deterministic) and assert what holds whatever it writes (fields = the parse of the raw text, notes for
+unreadable answers); post-processing and the ranking arithmetic are checked with a scripted generator
+that writes chosen (well-formed or malformed) responses."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preferthinker.assess import AssessInputError, Assessor, Comparison, read_prompt_settings, rank_from_comparisons
+from preferthinker.assess import AssessInputError, Assessor, Comparison, Verdict, read_prompt_settings, rank_from_comparisons
 from preferthinker.prompting import ImageLoadError
 from preferthinker.response import Assessment, parse_response, render_response
 from tests.conftest import compose, train_overrides
@@ -109,15 +110,29 @@ def test_from_pretrained_uses_recorded_settings_and_processor_bounds(assessor, c
 # assess and profile on the real (untrained) tiny model
 
 
-def test_assess_malformed_text_still_returns_an_assessment(assessor, user):
+def test_assess_reports_exactly_what_the_model_wrote(assessor, user):
+    """Real model, whatever it writes: the verdict's fields are the parse of its raw text, the swapped order
+    was generated too, the probability is a probability, and an unreadable answer is said in the notes."""
     out = assessor.assess(user["liked"][:2], user["disliked"][:2], user["good"], user["bad"])
-    assert isinstance(out, Assessment) and isinstance(out.raw, str) and out.raw
-    assert out.answer is None and out.scores_a is None and out.total_a is None and not out.format_ok
-    assert any("no readable <answer>" in n for n in assessor.last_notes)
+    assert isinstance(out, Verdict) and isinstance(out, Assessment) and isinstance(out.raw, str) and out.raw
+    parsed = parse_response(out.raw)
+    assert (out.answer, out.scores_a, out.total_a, out.format_ok) == (parsed.answer, parsed.scores_a, parsed.total_a, parsed.format_ok)
+    assert 0.0 <= out.probability <= 1.0 and out.calibrated is False and out.preferred in ("Image A", "Image B")
+    assert (out.answer is None) == any("no readable <answer>" in n for n in assessor.last_notes)
     assert assessor.last_inputs["image_a"] == str(user["good"])
     d = out.to_dict()
     assert {"preference", "non_preference", "scores_a", "scores_b", "rationales_a", "rationales_b", "total_a", "total_b",
-            "answer", "raw", "format_ok"} <= set(d)
+            "answer", "raw", "format_ok", "probability", "calibrated", "preferred", "swapped_answer"} <= set(d)
+
+
+def test_malformed_text_still_returns_a_verdict(fake, user):
+    """Post-processing of a response with no readable block: every field None, a 0.5 probability (no
+    evidence either way), and a note; the scripted generation stands in for a model that writes garbage."""
+    fake.generator.generate_scored = lambda batch, progress=None: [("<think>Image A is nice but <answer>maybe", None)] * len(batch)
+    out = fake.assess(user["liked"][:2], user["disliked"][:2], user["good"], user["bad"])
+    assert out.answer is None and out.scores_a is None and out.total_a is None and not out.format_ok
+    assert out.probability == 0.5 and out.swapped_answer is None and not out.calibrated
+    assert any("1 of 1 responses had no readable <answer>" in n for n in fake.last_notes)
 
 
 def test_paths_pil_and_arrays_give_the_same_response(assessor, user):
@@ -148,11 +163,13 @@ def test_batched_assess_equals_one_by_one(assessor, user):
     batched = assessor.assess_batch(reqs)
     single = [assessor.assess(*reqs[0]), assessor.assess(reqs[1]["liked"], reqs[1]["disliked"], reqs[1]["image_a"], reqs[1]["image_b"])]
     assert [a.raw for a in batched] == [a.raw for a in single]
+    assert [a.probability for a in batched] == pytest.approx([a.probability for a in single], abs=1e-4)
 
 
 def test_profile_alone(assessor, user):
     prof = assessor.profile(user["liked"], user["disliked"])
-    assert prof.preference is None and isinstance(prof.raw, str)  # untrained: no readable profile, no exception
+    assert isinstance(prof.raw, str) and prof.preference == parse_response(prof.raw).preference
+    assert (prof.preference is None) == any("did not contain both profiles" in n for n in assessor.last_notes)
     assert set(prof.to_dict()) == {"preference", "non_preference", "preference_text", "non_preference_text", "raw"}
 
 
@@ -223,11 +240,12 @@ def test_rank_pairwise_records_equal_separate_assess_calls(assessor, user):
     for c in ranking.comparisons:
         single = assessor.assess(user["liked"], user["disliked"], cands[c.a], cands[c.b])
         assert c.assessment.raw == single.raw and c.assessment.answer == single.answer
-    # untrained: every comparison unreadable -> all ties, said in the notes, still an order
-    assert sorted(e.index for e in ranking) == [0, 1, 2] and all(e.wins == 1.0 and e.rank == 1 for e in ranking)
-    assert any("counted as ties" in n for n in ranking.notes)
+    # whatever the model wrote: each pair hands out one win in total, unreadable orders are said in the notes
+    assert sorted(e.index for e in ranking) == [0, 1, 2] and sum(e.wins for e in ranking) == pytest.approx(3.0)
+    assert any("counted as ties" in n for n in ranking.notes) == any(not c.parsed for c in ranking.comparisons)
+    assert all(0 <= e.probability <= 1 for e in ranking) and ranking.timing["pairs"] == 3 and ranking.timing["pairs_per_s"] > 0
     doc = ranking.to_dict()
-    assert {"scheme", "candidates", "ranking", "comparisons", "notes"} <= set(doc) and doc["ranking"][0]["pairwise"]
+    assert {"scheme", "candidates", "ranking", "comparisons", "notes", "timing"} <= set(doc) and doc["ranking"][0]["pairwise"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -250,20 +268,20 @@ def scripted(assessor: Assessor, bias_a: bool = False, unreadable: set | None = 
     """Replace the model: the redder candidate wins (or Image A always, with bias_a); prompts whose
     (redness A, redness B) is in ``unreadable`` get text without an answer."""
 
-    def generate(batch):
+    def generate(batch, progress=None):
         out = []
         for messages in batch:
             a, b = _candidates(messages)
             ra, rb = _redness(a), _redness(b)
             if unreadable and (ra, rb) in unreadable:
-                out.append("<think>no idea</think>")
+                out.append(("<think>no idea</think>", None))
                 continue
             answer = "Image A" if bias_a or ra > rb else "Image B"
-            out.append(render_response(PROFILE, {**PROFILE, "Color": "Cobalt"}, [3, ra, 3, 3, 3], [3, rb, 3, 3, 3],
-                                       ["flat"] * 5, ["flat"] * 5, answer=answer))
+            out.append((render_response(PROFILE, {**PROFILE, "Color": "Cobalt"}, [3, ra, 3, 3, 3], [3, rb, 3, 3, 3],
+                                        [f"red {ra}"] * 5, [f"red {rb}"] * 5, answer=answer), 2.0 if answer == "Image A" else -2.0))
         return out
 
-    assessor.generator.generate = generate
+    assessor.generator.generate_scored = generate
     return assessor
 
 
@@ -282,6 +300,10 @@ def test_rank_orders_by_wins_and_matches_assess(fake):
     assert [e.wins for e in ranking] == [3.0, 2.0, 1.0, 0.0]
     assert ranking[0].mean_total == 17 and ranking[0].mean_margin == pytest.approx((3 + 2 + 5) / 3)
     assert all(p["agree"] for e in ranking for p in e.pairwise) and not ranking.notes
+    # both orders agree with log-odds +-2: P(win) = sigmoid(2) against every opponent, uncalibrated
+    assert ranking[0].probability == pytest.approx(1 / (1 + np.exp(-2))) and not ranking.calibrated
+    assert ranking[-1].probability == pytest.approx(1 - ranking[0].probability)
+    assert ranking[0].rationale.startswith("Art Styles 3: red 5; Color 5: red 5")
     # N=2: rank's order is the order assess gives when both orders agree
     for i, j in [(0, 1), (3, 2)]:
         two = fake.rank(*refs, [cands[i], cands[j]])
@@ -317,13 +339,13 @@ def test_unparseable_comparison_counts_as_a_tie(fake):
 def test_profile_reads_the_first_two_blocks_with_references_as_candidates(fake):
     seen = []
     scripted(fake)
-    inner = fake.generator.generate
+    inner = fake.generator.generate_scored
 
-    def spy(batch):
+    def spy(batch, progress=None):
         seen.extend(_candidates(m) for m in batch)
         return inner(batch)
 
-    fake.generator.generate = spy
+    fake.generator.generate_scored = spy
     prof = fake.profile([solid((250, 0, 0))], [solid((0, 0, 250))])
     assert prof.preference == PROFILE and prof.non_preference["Color"] == "Cobalt"
     a, b = seen[0]
@@ -336,3 +358,40 @@ def test_rank_from_comparisons_shares_ranks_on_full_ties():
     ranking = rank_from_comparisons(comps, ["x", "y"])
     assert [e.rank for e in ranking] == [1, 1] and [e.candidate for e in ranking] == ["x", "y"]
     assert ranking[0].mean_total is None and "share a rank" in ranking.notes[-1]
+
+
+def test_verdict_probability_uses_both_orders_and_the_stored_calibrator(fake, tmp_path):
+    from preferthinker.calibration import Calibrator
+
+    scripted(fake)
+    refs = ([solid((250, 0, 0))], [solid((0, 0, 250))])
+    red, dark = solid((250, 0, 0)), solid((50, 0, 0))
+    v = fake.assess(*refs, red, dark)
+    assert v.answer == "Image A" and v.swapped_answer == "Image A" and v.preferred == "Image A"
+    assert v.probability == pytest.approx(1 / (1 + np.exp(-2))) and v.evidence["vote"] == 1.0
+    assert fake.assess(*refs, dark, red).probability == pytest.approx(1 - v.probability)
+    fake.calibrator = Calibrator(coef=[0.5, 1.0, 0.0])
+    w = fake.assess(*refs, red, dark)
+    assert w.calibrated and w.probability == pytest.approx(1 / (1 + np.exp(-(0.5 * 2 + 1.0))))
+    # position bias: "Image A" in both orders -> no net evidence
+    scripted(fake, bias_a=True)
+    fake.calibrator = None
+    assert fake.assess(*refs, red, dark).probability == pytest.approx(0.5)
+
+
+def test_write_ranking_json_csv_and_top_k(fake, tmp_path):
+    import csv
+
+    from preferthinker.ranking import write_ranking
+
+    scripted(fake)
+    cands = [solid((100, 0, 0)), solid((250, 0, 0)), solid((0, 0, 0))]
+    ranking = fake.rank([solid((250, 0, 0))], [solid((0, 0, 250))], cands)
+    rows = list(csv.DictReader(open(write_ranking(ranking, tmp_path / "r.csv", top_k=2), encoding="utf-8")))
+    assert [r["rank"] for r in rows] == ["1", "2"] and rows[0]["candidate"] == ranking[0].candidate
+    assert float(rows[0]["score"]) == 2.0 and 0.5 < float(rows[0]["probability"]) <= 1 and "Color 5" in rows[0]["rationale"]
+    doc = json.loads(write_ranking(ranking, tmp_path / "r.json", header={"model": "m"}).read_text())
+    assert doc["model"] == "m" and len(doc["ranking"]) == 3 and doc["probability"].startswith("uncalibrated")
+    assert not list(tmp_path.glob("*.tmp"))
+    with pytest.raises(FileNotFoundError, match="output folder does not exist"):
+        write_ranking(ranking, tmp_path / "no" / "r.csv")

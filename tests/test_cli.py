@@ -61,7 +61,7 @@ def assert_one_line_error(code: int, err: str, pattern: str) -> None:
 # help
 
 
-@pytest.mark.parametrize("command", ["assess", "rank", "profile", "validate-data"])
+@pytest.mark.parametrize("command", ["assess", "rank", "profile", "serve", "validate-data"])
 def test_help_has_usage_and_examples(capsys, command):
     code, out, _ = run_main(capsys, [command, "--help"])
     assert code == 0 and out.startswith(f"usage: preferthinker {command}") and "examples:" in out
@@ -109,13 +109,15 @@ def test_rank_readable_and_json(capsys, ckpt, folders):
             folders["a"], folders["b"], folders["c"], *TOKENS]
     code, out, err = run_main(capsys, base)
     assert code == 0, err
-    assert "rank" in out and "wins" in out and "comparisons: 6 (every pair in both orders)" in out and "counted as ties" in out
+    assert "rank" in out and "wins" in out and "comparisons: 6 (every pair in both orders)" in out and "pairs/s" in out
+    assert "P(win)" in out and "uncalibrated" in out
     code, out, err = run_main(capsys, [*base, "--json"])
     assert code == 0, err
     doc = json.loads(out)
     assert doc["command"] == "rank" and len(doc["ranking"]) == 3 and len(doc["comparisons"]) == 6
     entry = doc["ranking"][0]
-    assert {"candidate", "rank", "wins", "mean_total", "mean_margin", "pairwise"} <= set(entry)
+    assert {"candidate", "rank", "wins", "probability", "rationale", "mean_total", "mean_margin", "pairwise"} <= set(entry)
+    assert doc["timing"]["pairs"] == 3 and doc["timing"]["pairs_per_s"] > 0
     assert doc["inputs"]["disliked_given"] == 3 and doc["candidates"] == [folders["a"], folders["b"], folders["c"]]
     # the same pairs through `assess` give the responses stored in rank's comparisons
     first = doc["comparisons"][0]
@@ -236,3 +238,58 @@ def test_bad_device_is_refused_before_loading(capsys, ckpt, folders):
     code, _, err = run_main(capsys, ["profile", "--model", str(ckpt), "--liked", folders["likes"], "--disliked", folders["dislikes"],
                                      "--device", "gpu0"])
     assert_one_line_error(code, err, r"--device 'gpu0': use auto, cpu, cuda, cuda:N or mps")
+
+
+def test_rank_candidates_folder_top_k_and_outputs(capsys, ckpt, folders, tmp_path):
+    import csv
+
+    cands = tmp_path / "outs"
+    cands.mkdir()
+    for k in ("a", "b", "c"):
+        shutil.copy(folders[k], cands / f"{k}.png")
+    (cands / "log.txt").write_text("generation log")
+    out_csv, out_json = tmp_path / "best.csv", tmp_path / "best.json"
+    base = ["rank", "--model", str(ckpt), "--liked", folders["likes"], "--disliked", folders["dislikes"], *TOKENS]
+    code, out, err = run_main(capsys, [*base, "--candidates", str(cands), "--top-k", "2", "--out", str(out_csv), "--out", str(out_json)])
+    assert code == 0, err
+    assert "(top 2 of 3 shown)" in out and f"wrote {out_csv}" in out
+    assert "skipped 1 non- image entry (log.txt)" in " ".join(out.split())  # the note wraps at the terminal width
+    rows = list(csv.DictReader(out_csv.open(encoding="utf-8")))
+    assert [r["rank"] for r in rows][:1] == ["1"] and len(rows) == 2 and set(rows[0]) >= {"candidate", "score", "probability", "rationale"}
+    doc = json.loads(out_json.read_text())
+    assert doc["command"] == "rank" and len(doc["ranking"]) == 2 and len(doc["candidates"]) == 3 and doc["timing"]["pairs"] == 3
+    # a glob works the same way
+    code, out, err = run_main(capsys, [*base, "--candidates", str(cands / "*.png"), "--json"])
+    assert code == 0 and len(json.loads(out)["ranking"]) == 3, err
+
+
+def test_rank_bad_candidates(capsys, ckpt, folders, tmp_path):
+    base = ["rank", "--model", str(ckpt), "--liked", folders["likes"], "--disliked", folders["dislikes"], *TOKENS]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run_main(capsys, [*base, "--candidates", str(empty)])
+    assert_one_line_error(code, err, r"candidates: folder .*empty contains no image files \(it is empty\)")
+    code, _, err = run_main(capsys, base)
+    assert_one_line_error(code, err, r"no candidates: pass image files, or a folder / quoted glob with --candidates")
+    code, _, err = run_main(capsys, [*base, "--candidates", folders["a"]])
+    assert_one_line_error(code, err, r"rank needs at least two candidates, got 1 \(.*SP_ID0_good.png\)")
+    code, _, err = run_main(capsys, [*base, "--candidates", str(tmp_path / "*.webp")])
+    assert_one_line_error(code, err, r"--candidates: no file matches the pattern")
+    code, _, err = run_main(capsys, [*base, folders["a"], folders["b"], "--top-k", "0"])
+    assert_one_line_error(code, err, r"--top-k must be >= 1, got 0")
+    code, _, err = run_main(capsys, [*base, folders["a"], folders["b"], "--out", str(tmp_path / "nope" / "r.csv")])
+    assert_one_line_error(code, err, r"--out .*r.csv: the folder .*nope does not exist")
+    text = tmp_path / "fake.png"
+    text.write_text("not a png")
+    code, _, err = run_main(capsys, [*base, folders["a"], str(text)])
+    assert_one_line_error(code, err, r"cannot read .*fake.png as an image")
+
+
+def test_assess_prints_the_probability(capsys, ckpt, folders):
+    code, out, err = run_main(capsys, ["assess", "--model", str(ckpt), "--liked", folders["likes"], "--disliked", folders["dislikes"],
+                                       folders["a"], folders["b"], *TOKENS])
+    assert code == 0 and "P(Image A preferred) = " in out and "both orders" in out, err
+    code, out, err = run_main(capsys, ["assess", "--model", str(ckpt), "--liked", folders["likes"], "--disliked", folders["dislikes"],
+                                       folders["a"], folders["b"], "--json", *TOKENS])
+    doc = json.loads(out)
+    assert 0 <= doc["probability"] <= 1 and doc["calibrated"] is False and doc["preferred"] in ("Image A", "Image B")

@@ -8,6 +8,10 @@ Two engines give the same greedy tokens (tested in fp32; bf16 rounding can flip 
   instead of dozens of small launches per layer; greedy only, repetition penalty included.
 
 ``engine="auto"`` takes ``fast`` on CUDA for greedy decoding, else ``hf``.
+
+``Generator.answer_logodds`` scores what was generated: one teacher-forced forward over prompt + response
+up to ``<answer>`` gives log P(answer token of "Image A") - log P(that of "Image B"), the model's own
+confidence in its verdict, engine-independent (the calibrator of ``preferthinker.calibration`` reads it).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+from preferthinker.response import ANSWERS
 
 log = logging.getLogger(__name__)
 
@@ -117,4 +123,76 @@ class Generator:
         out: list[str] = []
         for i in range(0, len(batch), self.settings.batch_size):
             out += self.decode_batch(self.encode(batch[i : i + self.settings.batch_size]))
+        return out
+
+    def generate_scored(self, batch: Sequence[list[dict]], progress: str | None = None) -> list[tuple[str, float | None]]:
+        """``generate`` plus each response's answer log-odds (``answer_logodds``), batch by batch;
+        ``progress``: a label for a tqdm bar over the prompts (None: no bar)."""
+        from tqdm.auto import tqdm
+
+        out: list[tuple[str, float | None]] = []
+        bs = self.settings.batch_size
+        with tqdm(total=len(batch), desc=progress, unit="prompt", disable=progress is None or len(batch) <= bs) as bar:
+            for i in range(0, len(batch), bs):
+                inputs = self.encode(batch[i : i + bs])
+                texts = self.decode_batch(inputs)
+                out += list(zip(texts, self.answer_logodds(inputs, texts), strict=True))
+                bar.update(len(texts))
+        return out
+
+    def _answer_tokens(self) -> tuple[list[int], int, int]:
+        """(shared ids, id for A, id for B): where the tokenisations of the two answers first differ.
+        Found from the tokenizer rather than assumed, since "Image A</answer>" may merge differently
+        in the tiny locally-trained tokenizer and in Qwen's."""
+        tok = self.processor.tokenizer
+        with self._tok_lock:
+            ids_a = tok(f"{ANSWERS[0]}</answer>", add_special_tokens=False)["input_ids"]
+            ids_b = tok(f"{ANSWERS[1]}</answer>", add_special_tokens=False)["input_ids"]
+        k = next(i for i, (x, y) in enumerate(zip(ids_a, ids_b)) if x != y)
+        return list(ids_a[:k]), int(ids_a[k]), int(ids_b[k])
+
+    @torch.inference_mode()
+    def answer_logodds(self, inputs: dict, texts: Sequence[str]) -> list[float | None]:
+        """log P(A) - log P(B) of the answer token, for each response of an encoded batch.
+
+        The prompt (``inputs`` as ``encode`` returned it) is followed by the response text up to its last
+        ``<answer>`` and the tokens both answers share ("Image"); one forward pass reads the next-token
+        distribution there. None where the response has no ``<answer>`` tag (nothing to score)."""
+        shared, tok_a, tok_b = self._answer_tokens()
+        tok = self.processor.tokenizer
+        rows, where = [], []
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        for r, text in enumerate(texts):
+            cut = (text or "").rfind("<answer>")
+            if cut < 0:
+                continue
+            with self._tok_lock:
+                prefix = tok(text[: cut + len("<answer>")], add_special_tokens=False)["input_ids"]
+            rows.append(ids[r][mask[r].bool()].tolist() + list(prefix) + shared)
+            where.append(r)
+        out: list[float | None] = [None] * len(texts)
+        if not rows:
+            return out
+        width = max(map(len, rows))  # left padding: every row's last position is the answer slot
+        new_ids = torch.full((len(texts), width), self.pad_id, dtype=ids.dtype)
+        new_mask = torch.zeros((len(texts), width), dtype=mask.dtype)
+        for r, row in zip(where, rows, strict=True):
+            new_ids[r, width - len(row):] = torch.tensor(row, dtype=ids.dtype)
+            new_mask[r, width - len(row):] = 1
+        for r in set(range(len(texts))) - set(where):  # rows without an answer keep their prompt (images must still line up)
+            row = ids[r][mask[r].bool()]
+            new_ids[r, width - len(row):] = row
+            new_mask[r, width - len(row):] = 1
+        extra = {k: v for k, v in inputs.items() if k in ("pixel_values", "image_grid_thw")}
+        if "mm_token_type_ids" in inputs:  # image-token markers (rope positions): the appended text is type 0
+            types = torch.zeros_like(new_ids)
+            for r in range(len(texts)):
+                row = inputs["mm_token_type_ids"][r][mask[r].bool()].cpu()
+                types[r, width - int(new_mask[r].sum()): width - int(new_mask[r].sum()) + len(row)] = row
+            extra["mm_token_type_ids"] = types.to(self.device)
+        logits = self.model(input_ids=new_ids.to(self.device), attention_mask=new_mask.to(self.device), **extra,
+                            logits_to_keep=1).logits[:, -1].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        for r in where:
+            out[r] = float(logp[r, tok_a] - logp[r, tok_b])
         return out

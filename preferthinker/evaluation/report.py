@@ -256,9 +256,53 @@ def _markdown(results: Mapping[str, Any], systems: Mapping[str, dict], plots: Ma
                 parts.append(f"| {label} | {subset} | {100 * c['diff']:+.1f} | {ci_txt} | {c.get('n', '–')} | "
                              f"{c.get('n_users', '–')} | {'yes' if c.get('significant') else 'no'} |")
         parts.append("")
+    cal = _calibration_table(systems[next(iter(systems))], results.get("calibration") or {})
+    if cal:
+        parts += ["## Calibration of P(A preferred over B)", "", cal]
     if plots:
         parts += ["## Plots", ""] + [f"![{k}]({p.name})" for k, p in plots.items()] + [""]
     return "\n".join(parts)
+
+
+def _calibration_table(subsets: Mapping[str, Mapping[str, Any]], summary: Mapping[str, Any]) -> str | None:
+    rows = [(s, m["calibration"]) for s, m in subsets.items() if isinstance(m, Mapping) and m.get("calibration")]
+    if not rows:
+        return None
+    how = ("fitted in this run on a share of the users; reported on the other users" if summary.get("fitted")
+           else summary.get("source", ""))
+    lines = ["| Subset | pairs | ECE | Brier | bins | calibrated |", "|---|---:|---:|---:|---:|---|"]
+    lines += [f"| {s} | {c['n']} | {c['ece']:.3f} | {c['brier']:.3f} | {c['n_bins']} | {'yes' if c['calibrated'] else 'no'} |"
+              for s, c in rows]
+    pooled = summary.get("pooled")
+    if pooled:
+        lines.append(f"| all (pooled) | {pooled['n']} | {pooled['ece']:.3f} | {pooled['brier']:.3f} | {pooled['n_bins']} | "
+                     f"{'yes' if pooled['calibrated'] else 'no'} |")
+    return "\n".join(lines) + f"\n\nProbability from both orders' answer log-odds, votes and totals' margin ({how}).\n"
+
+
+def _plot_reliability(subsets: Mapping[str, Mapping[str, Any]], path: Path) -> bool:
+    """Reliability diagram: per subset, observed frequency of "Image A preferred" against the mean
+    predicted probability in each bin (marker area ~ pairs in the bin); the diagonal is perfect."""
+    rows = [(s, m["calibration"]) for s, m in subsets.items() if isinstance(m, Mapping) and m.get("calibration")]
+    if not rows:
+        return False
+    fig, (ax,) = _new_figure(4.8, 4.6)
+    ax.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1, label="perfect")
+    for k, (subset, c) in enumerate(rows):
+        bins = c.get("bins") or []
+        ax.plot([b["mean_p"] for b in bins], [b["freq"] for b in bins], "-", color=f"C{k % 10}", lw=1, alpha=0.7)
+        ax.scatter([b["mean_p"] for b in bins], [b["freq"] for b in bins], s=[12 + 4 * b["n"] for b in bins],
+                   color=f"C{k % 10}", alpha=0.8, label=f"{subset} (ECE {c['ece']:.3f}, n={c['n']})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted P(Image A preferred)")
+    ax.set_ylabel("observed frequency")
+    ax.set_title("Reliability diagram", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", frameon=False)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    return True
 
 
 # --------------------------------------------------------------------------------------- plots
@@ -413,7 +457,8 @@ def write_report(results: Mapping[str, Any], run_dir: str | Path) -> dict[str, P
     plots: dict[str, Path] = {}
     for kind, fname, fn, arg in (("accuracy_plot", "accuracy_per_subset.png", _plot_accuracy, systems),
                                  ("element_plot", "element_agreement.png", _plot_elements, systems[main_name]),
-                                 ("margin_plot", "accuracy_by_margin.png", _plot_margin, systems[main_name])):
+                                 ("margin_plot", "accuracy_by_margin.png", _plot_margin, systems[main_name]),
+                                 ("reliability_plot", "reliability.png", _plot_reliability, systems[main_name])):
         path = run_dir / fname
         if fn(arg, path):
             plots[kind] = path

@@ -118,10 +118,13 @@ def model_system(path: str, cfg: DictConfig, spec: PromptSpec) -> Callable:
                 out[k] = (None, str(e))
         return out, where, gen.encode(prompts) if prompts else None
 
-    def finish(prepared) -> list[tuple[str | None, str | None]]:
+    def finish(prepared) -> list[tuple]:
         out, where, inputs = prepared
-        for k, text in zip(where, gen.decode_batch(inputs) if inputs is not None else [], strict=True):
-            out[k] = (text, None)
+        texts = gen.decode_batch(inputs) if inputs is not None else []
+        # the answer token's log-odds (one teacher-forced pass) feeds the calibrated probability
+        logodds = gen.answer_logodds(inputs, texts) if inputs is not None else []
+        for k, text, lo in zip(where, texts, logodds, strict=True):
+            out[k] = (text, None, lo)
         return out
 
     def respond(items):
@@ -237,8 +240,11 @@ def score_system(name: str, respond: Callable, data: dict, cfg: DictConfig, pred
                     texts = finish(prepared)
                 else:
                     texts = respond(items_of(batch))
-                for (i, sw), (text, err) in zip(batch, texts, strict=True):
-                    fh.write(json.dumps(with_response(base_record(subset, i, recs[i], sw), text, err)) + "\n")
+                for (i, sw), (text, err, *scored) in zip(batch, texts, strict=True):
+                    rec = with_response(base_record(subset, i, recs[i], sw), text, err)
+                    if scored:  # model systems also return the answer log-odds
+                        rec["answer_logodds"] = scored[0]
+                    fh.write(json.dumps(rec) + "\n")
                 fh.flush()
                 if batch_times is not None:
                     batch_times.append((len(batch), time.time() - tb))
@@ -292,6 +298,13 @@ def validate(cfg: DictConfig) -> None:
     check(cfg.prompt.style in STYLES, "prompt.style", cfg.prompt.style, f"choose one of {', '.join(STYLES)}")
     check(cfg.prompt.system in PROMPT_SYSTEMS or cfg.prompt.system is None, "prompt.system", cfg.prompt.system,
           f"choose one of {', '.join(PROMPT_SYSTEMS)}")
+    cal = cfg.get("calibration")
+    if cal is not None:  # checked before any generation, not after the run
+        check(0.0 < float(cal.get("fit_fraction", 0.5)) < 1.0, "calibration.fit_fraction", cal.get("fit_fraction"),
+              "use a fraction strictly between 0 and 1 (the share of users the calibrator is fitted on)")
+        check(2 <= int(cal.get("n_bins", 10)) <= 100, "calibration.n_bins", cal.get("n_bins"), "use 2..100")
+        check(not cal.get("fit") or bool(cfg.bench.swap), "calibration.fit", cal.get("fit"),
+              "fitting needs both candidate orders: keep bench.swap=true")
 
 
 def run(cfg: DictConfig) -> dict:
@@ -374,6 +387,10 @@ def run(cfg: DictConfig) -> dict:
                 per = {s: v for s, v in per.items() if v is not None}
                 if per:
                     results["pred_comparisons"][f"{label[x]} - {label[y]}"] = per
+    if model_path is not None and cfg.get("calibration") is not None:
+        from preferthinker.evaluation.calibration_metrics import add_calibration
+
+        add_calibration(results, all_records[main], model_path, cfg, run_dir)
     written = write_report(results, run_dir)
     log.info("scored %d items with %s; report: %s", n_items, label[main], written.get("markdown", run_dir / "results.md"))
     print((run_dir / "results.md").read_text() if (run_dir / "results.md").is_file() else json.dumps(results["subsets"], indent=1))
