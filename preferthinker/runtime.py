@@ -124,7 +124,9 @@ def run_entry(fn: Callable[[Any], Any], cfg: Any) -> Any:
     """Call an entry point's ``run(cfg)``: user errors become a one-paragraph message and exit 2;
     anything else keeps its traceback (a bug we want to see). Ctrl-C exits 130."""
     try:
-        return fn(cfg)
+        result = fn(cfg)
+        _close_process_group()
+        return result
     except user_errors() as e:
         msg = f"error: {e}"
         log.error(msg) if log.handlers else None
@@ -136,6 +138,16 @@ def run_entry(fn: Callable[[Any], Any], cfg: Any) -> Any:
     except Exception:
         log.error("unexpected error:\n%s", traceback.format_exc()) if log.handlers else None
         raise
+
+
+def _close_process_group() -> None:
+    """Destroy the process group a multi-process run formed before the interpreter exits: left to interpreter
+    shutdown, gloo's worker threads are torn down still joinable and a rank aborts with "terminate called
+    without an active exception" (exit -6) after a run that finished, failing the launch."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.barrier()  # no rank tears down the group while another still writes its results
+        dist.destroy_process_group()
 
 
 def check(cond: bool, key: str, value: Any, fix: str) -> None:

@@ -66,7 +66,7 @@ def paper_real_reward(tiny_t2i, *extra: str):
     """The pref/nonpref rewards of the composed GRPO config with reward=paper_real (tiny local models)."""
     cfg = compose("grpo", ["reward=paper_real", f"reward.prediction.diffusers.pipeline_path={tiny_t2i / 'pipe'}",
                            f"reward.prediction.diffusers.metric_path={tiny_t2i / 'metric'}",
-                           "+reward.prediction.diffusers.size=32", "+reward.prediction.diffusers.steps=1", *extra])
+                           "reward.prediction.diffusers.size=32", "reward.prediction.diffusers.steps=1", *extra])
     return build_rewards(cfg.reward)
 
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from preferthinker.data.loading import PromptSpec, _prompt_tokens, build_examples, model_limit, sample_inputs
 from preferthinker.data.schema import PreferenceRecord, SchemaError
+from preferthinker.modeling.loading import _set_image_bounds
 from tests.conftest import compose
 
 
@@ -32,6 +33,9 @@ def test_official_size_sample_fits_the_default_and_an_over_long_one_raises(offic
     cfg = compose("sft", ["prompt=official"])
     assert cfg.max_length is None and compose("grpo", []).max_length is None
     spec = PromptSpec(style="official", system="official")  # the release's pixel bounds: 512 px -> 18 x 18 = 324 tokens
+    # as the recipes load it (model.min/max_pixels set the processor's bounds too); image tokens are counted by
+    # the processor, which would otherwise shrink the 504-px images to the tiny build's 56-px default
+    _set_image_bounds(processor, spec.min_pixels, spec.max_pixels)
     messages, images = sample_inputs(rec, root, spec)
     assert len(images) == 12 and images[0].size == (504, 504)
     n = _prompt_tokens(processor, messages, images, completion)
