@@ -292,7 +292,9 @@ def test_assess_prints_the_probability(capsys, ckpt, folders):
     code, out, err = run_main(capsys, ["assess", "--model", str(ckpt), "--liked", folders["likes"], "--disliked", folders["dislikes"],
                                        folders["a"], folders["b"], "--json", *TOKENS])
     doc = json.loads(out)
-    assert 0 <= doc["probability"] <= 1 and doc["calibrated"] is False and doc["preferred"] in ("Image A", "Image B")
+    assert 0 <= doc["probability"] <= 1 and doc["calibrated"] is False and doc["status"] in ("ok", "from_swapped_order", "retried", "no_answer")
+    # no readable answer in any attempt: no preferred image is claimed (the untrained tiny model usually lands here)
+    assert doc["preferred"] in ("Image A", "Image B") if doc["status"] != "no_answer" else doc["preferred"] is None
 
 
 def test_assess_json_carries_status_and_every_attempt(capsys, ckpt, folders, monkeypatch):
