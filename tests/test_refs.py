@@ -101,6 +101,7 @@ def test_config_defaults_and_bad_override_is_a_config_error():
     from preferthinker.train.sft import ref_draw
 
     assert ref_draw(compose("sft", [])) == RefDraw((1, 2, 3, 4, 5))  # synthetic default: 1-5 per side
+    assert ref_draw(compose("grpo", [])) == RefDraw((1, 2, 3, 4, 5))
     assert ref_draw(compose("sft", ["data=official", "data.root=x", "data.train_sft=x", "data.train_grpo=x"])) is None
     assert ref_draw(compose("sft", ["data.refs_per_side=[1,2,3,5]"])).counts == (1, 2, 3, 5)
     assert ref_draw(compose("sft", ["data.refs_per_side=2", "data.refs_paired=true"])) == RefDraw((2,), paired=True)
@@ -110,3 +111,26 @@ def test_config_defaults_and_bad_override_is_a_config_error():
         ref_draw(compose("sft", ["data.refs_per_side=[0,3]"]))
     with pytest.raises(ConfigError, match="data.refs_paired"):
         ref_draw(compose("sft", ["data.refs_paired=maybe"]))
+
+
+@pytest.mark.slow
+def test_sft_recipe_trains_on_drawn_reference_counts(mini_data, tiny_model, tmp_path):
+    """The SFT recipe with the per-record draw on (two steps): it builds its rows with the draw and trains."""
+    from tests.conftest import compose, train_overrides
+    from preferthinker.train import sft
+
+    seen: list = []
+    real = sft.build_examples
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("ref_draw"))
+        return real(*args, **kwargs)
+
+    sft.build_examples = spy
+    try:
+        over = train_overrides(mini_data, tiny_model, tmp_path / "run", **{"trainer.max_steps": 2, "trainer.save_strategy": "no"})
+        sft.run(compose("sft", [o for o in over if not o.startswith("data.refs_per_side=")] + ["data.refs_per_side=[1,2]"]))
+    finally:
+        sft.build_examples = real
+    assert seen and all(d == RefDraw((1, 2)) for d in seen)
+    assert (tmp_path / "run" / "final" / "config.json").is_file()
