@@ -172,13 +172,17 @@ def resolve_checkpoint(path: str | os.PathLike | None) -> str:
 
 @dataclass
 class Profile:
-    """The preference and non-preference profiles the model predicts from the references alone."""
+    """The preference and non-preference profiles the model predicts from the references alone.
+    ``status``: ``ok`` (the greedy response had both), ``retried`` (a sampled retry had them) or ``no_answer``
+    (none had both: the greedy response's readable parts are kept); ``attempts`` holds every raw text."""
 
     preference: dict[str, str] | None
     non_preference: dict[str, str] | None
     preference_text: str | None
     non_preference_text: str | None
     raw: str
+    status: str = "ok"
+    attempts: list[str] | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -473,14 +477,28 @@ class Assessor:
         The model always writes the profiles first, before it looks at any candidate, so this is the
         first two blocks of an ordinary response. The candidate slots are filled with the first liked
         and the first disliked reference (no outside image enters the prompt), and generation is capped
-        at ``PROFILE_MAX_NEW_TOKENS``. Elements the model did not write readably leave a profile None."""
+        at ``PROFILE_MAX_NEW_TOKENS``. Without both profiles, ``retry.retries`` seeded sampled retries follow
+        (``status`` says which answered); elements no attempt wrote readably leave a profile None."""
         self.last_notes, self.last_inputs = [], {}
         liked_imgs, disliked_imgs = self._references(liked, disliked)
-        text = self._generate([self._messages(liked_imgs, disliked_imgs, liked_imgs[0], disliked_imgs[0])], PROFILE_MAX_NEW_TOKENS)[0][0]
-        a = parse_response(text)
-        if a.preference is None or a.non_preference is None:
-            self._note("the response did not contain both profiles with all five elements; missing ones are None")
-        return Profile(a.preference, a.non_preference, a.preference_text, a.non_preference_text, text)
+        messages = self._messages(liked_imgs, disliked_imgs, liked_imgs[0], disliked_imgs[0])
+        texts = [self._generate([messages], PROFILE_MAX_NEW_TOKENS)[0][0]]
+        parsed = [parse_response(texts[0])]
+        complete = [k for k, a in enumerate(parsed) if a.preference is not None and a.non_preference is not None]
+        if not complete and self.retry.retries:
+            with sampling(self.generator, self.retry.temperature, self.retry.seed):
+                texts += [t for t, _ in self._generate([messages] * self.retry.retries, PROFILE_MAX_NEW_TOKENS)]
+            parsed += [parse_response(t) for t in texts[1:]]
+            complete = [k for k, a in enumerate(parsed) if a.preference is not None and a.non_preference is not None]
+        k = complete[0] if complete else 0
+        status = "no_answer" if not complete else "ok" if k == 0 else "retried"
+        if status == "retried":
+            self._note(f"the greedy response did not contain both profiles; sampled retry {k} of {self.retry.retries} did (status retried)")
+        elif status == "no_answer":
+            self._note(f"no response ({len(texts)} attempts) contained both profiles with all five elements; missing ones are None "
+                       "(status no_answer, every raw text in .attempts)")
+        a = parsed[k]
+        return Profile(a.preference, a.non_preference, a.preference_text, a.non_preference_text, texts[k], status, texts)
 
     def rank(self, liked: Any, disliked: Any, candidates: Any, *, max_candidates: int | None = None) -> Ranking:
         """Rank N candidates (paths, folders, PIL images or arrays) for the user, best first.

@@ -91,6 +91,15 @@ def _add_model_options(p: argparse.ArgumentParser, *, references: bool = True) -
     o.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
 
 
+def _add_retry_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("no readable answer")
+    g.add_argument("--retries", type=int, default=2, metavar="N",
+                   help="sampled retries when the greedy response(s) give no readable answer (0..16, default 2); "
+                        "the status line / JSON 'status' says which attempt answered")
+    g.add_argument("--retry-temperature", type=float, default=0.7, metavar="T", help="sampling temperature of the retries (default 0.7)")
+    g.add_argument("--retry-seed", type=int, default=0, metavar="S", help="seed of the retries: the same seed gives the same text (default 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -107,12 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compare IMAGE_A and IMAGE_B for the user given by liked and disliked reference images.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="IMAGE_A IMAGE_B (omit with --record to use the record's pair)")
     _add_model_options(p)
-    g = p.add_argument_group("no readable answer")
-    g.add_argument("--retries", type=int, default=2, metavar="N",
-                   help="sampled retries when neither candidate order gives a readable answer (0..16, default 2); "
-                        "the status line / JSON 'status' says which attempt answered")
-    g.add_argument("--retry-temperature", type=float, default=0.7, metavar="T", help="sampling temperature of the retries (default 0.7)")
-    g.add_argument("--retry-seed", type=int, default=0, metavar="S", help="seed of the retries: the same seed gives the same text (default 0)")
+    _add_retry_options(p)
     p.set_defaults(func=cmd_assess)
 
     p = sub.add_parser("rank", formatter_class=fmt, epilog=EXAMPLES,
@@ -147,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="predict the user's preference and non-preference profiles",
                        description="Predict the five-element preference and non-preference profiles from the references.")
     _add_model_options(p)
+    _add_retry_options(p)
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("validate-data", formatter_class=fmt, epilog=EXAMPLES,
@@ -525,9 +530,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
     _describe(header, inputs)
     print()
     print(_profile_table(prof.preference, prof.non_preference))
+    print(f"status: {prof.status}")
     _notes(assessor.last_notes)
     if args.show_raw:
         print("\n--- raw response ---\n" + prof.raw)
+        for k, text in enumerate(prof.attempts or []):
+            if text != prof.raw:
+                print(f"\n--- attempt {k + 1} ({'greedy' if k == 0 else 'sampled'}) ---\n{text}")
     return 0
 
 

@@ -258,8 +258,25 @@ def test_batched_assess_equals_one_by_one(assessor, user):
 def test_profile_alone(assessor, user):
     prof = assessor.profile(user["liked"], user["disliked"])
     assert isinstance(prof.raw, str) and prof.preference == parse_response(prof.raw).preference
-    assert (prof.preference is None) == any("did not contain both profiles" in n for n in assessor.last_notes)
-    assert set(prof.to_dict()) == {"preference", "non_preference", "preference_text", "non_preference_text", "raw"}
+    complete = prof.preference is not None and prof.non_preference is not None
+    assert (prof.status == "no_answer") == (not complete) == any("contained both profiles" in n for n in assessor.last_notes)
+    assert prof.raw in prof.attempts and len(prof.attempts) == (1 if prof.status == "ok" else 1 + assessor.retry.retries)
+    assert set(prof.to_dict()) == {"preference", "non_preference", "preference_text", "non_preference_text", "raw", "status", "attempts"}
+
+
+def test_profile_retries_when_the_greedy_response_lacks_a_profile(fake):
+    texts = iter(["<think>nothing", "still nothing", render_response(PROFILE, {**PROFILE, "Color": "Cobalt"}, [3] * 5, [3] * 5,
+                                                                        ["r"] * 5, ["s"] * 5, answer="Image A")])
+    modes = []
+
+    def generate(batch, progress=None):
+        modes.append((len(batch), fake.generator.settings.do_sample))
+        return [(next(texts), None) for _ in batch]
+
+    fake.generator.generate_scored = generate
+    prof = fake.profile([solid((250, 0, 0))], [solid((0, 0, 250))])
+    assert prof.status == "retried" and prof.preference == PROFILE and len(prof.attempts) == 3 and prof.raw == prof.attempts[2]
+    assert modes == [(1, False), (2, True)]  # one greedy call, then one batch of the two sampled retries
 
 
 def test_huge_image_is_downscaled_to_the_processor_limit(assessor, user, tmp_path):

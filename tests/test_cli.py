@@ -314,3 +314,7 @@ def test_assess_json_carries_status_and_every_attempt(capsys, ckpt, folders, mon
     assert code == 0 and "status: no_answer (no readable answer in 2 attempts" in out and "--- raw response ---" in out
     code, _, err = run_main(capsys, [*base, "--retries", "-1"])
     assert_one_line_error(code, err, r"retries must be an integer in 0\.\.16")
+    code, out, err = run_main(capsys, ["profile", "--model", str(ckpt), "--liked", folders["likes"], "--disliked", folders["dislikes"],
+                                       "--retries", "1", "--json", *TOKENS])
+    doc = json.loads(out)
+    assert code == 0 and doc["status"] == "no_answer" and doc["attempts"] == ["<think>hmm"] * 2 and doc["preference"] is None
