@@ -128,9 +128,24 @@ def test_sft_recipe_trains_on_drawn_reference_counts(mini_data, tiny_model, tmp_
 
     sft.build_examples = spy
     try:
-        over = train_overrides(mini_data, tiny_model, tmp_path / "run", **{"trainer.max_steps": 2, "trainer.save_strategy": "no"})
-        sft.run(compose("sft", [o for o in over if not o.startswith("data.refs_per_side=")] + ["data.refs_per_side=[1,2]"]))
+        over = train_overrides(mini_data, tiny_model, tmp_path / "run", **{"trainer.max_steps": 2, "trainer.save_strategy": "no",
+                                                                            "data.refs_per_side": "[1,2]"})
+        sft.run(compose("sft", over))
     finally:
         sft.build_examples = real
     assert seen and all(d == RefDraw((1, 2)) for d in seen)
     assert (tmp_path / "run" / "final" / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_grpo_recipe_trains_on_drawn_reference_counts(mini_data, tiny_model, tmp_path):
+    """GRPO with prompts of different lengths in one batch (1-3 references per side): one step runs and logs rewards."""
+    from tests.conftest import compose, train_overrides
+    from preferthinker.train.grpo import run
+
+    over = train_overrides(mini_data, tiny_model, tmp_path / "run", **{
+        "trainer.max_steps": 1, "trainer.num_generations": 4, "trainer.per_device_train_batch_size": 4,
+        "trainer.gradient_accumulation_steps": 1, "trainer.max_completion_length": 16, "trainer.save_strategy": "no",
+        "reward.names": "[accuracy,format]", "reward.weights": "[1.0,0.3]", "data.refs_per_side": "[1,2,3]"})
+    res = run(compose("grpo", over))
+    assert res["global_step"] == 1 and (tmp_path / "run" / "final" / "config.json").is_file()
