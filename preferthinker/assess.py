@@ -21,7 +21,10 @@ Assessor, the evaluation and the training rollouts read the same prompts and the
 
 Ranking (``Assessor.rank``) is a position-debiased round robin; see ``preferthinker.ranking`` for the scheme.
 Every verdict carries ``probability`` = P(user prefers Image A) from both candidate orders, calibrated
-by the checkpoint's ``calibration.json`` when there is one (``preferthinker.calibration``).
+by the checkpoint's ``calibration.json`` when there is one (``preferthinker.calibration``), and a
+``status``: when the given order has no readable answer the swapped order's answer is used, then a few
+seeded sampled retries, and if still nothing ``status="no_answer"`` with every raw text kept
+(``preferthinker.retry``).
 """
 
 from __future__ import annotations
@@ -31,12 +34,11 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from preferthinker.prompting import (
@@ -44,13 +46,14 @@ from preferthinker.prompting import (
     DEFAULT_MIN_PIXELS,
     MAX_REFERENCES,
     STYLES,
-    ImageLoadError,
     build_messages,
     load_image,
 )
+from preferthinker.image_inputs import AssessInputError, ImageInput, collect_images
 from preferthinker.calibration import CalibrationError, Calibrator, load_calibrator, pair_features, pair_probability
 from preferthinker.ranking import Comparison, RankEntry, Ranking, rank_from_comparisons
 from preferthinker.response import Assessment, parse_response
+from preferthinker.retry import RetryPolicy, choose, first_readable, in_given_names, make_attempt, retry_orders, sampling
 
 log = logging.getLogger("preferthinker.assess")
 
@@ -62,6 +65,7 @@ __all__ = [
     "Profile",
     "RankEntry",
     "Ranking",
+    "RetryPolicy",
     "Verdict",
     "collect_images",
     "read_prompt_settings",
@@ -74,84 +78,8 @@ PROFILE_MAX_NEW_TOKENS = 384  # profile(): the two profile blocks come first and
 OFFICIAL_REPETITION_PENALTY = 1.15  # official evaluation decoding for the released checkpoint
 
 
-class AssessInputError(ValueError):
-    """Inputs the Assessor cannot work with (no references on a side, too few/many candidates, ...)."""
-
-
 # --------------------------------------------------------------------------------------------------
 # inputs
-
-
-def _image_extensions() -> frozenset[str]:
-    Image.init()
-    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
-
-
-@dataclass
-class ImageInput:
-    """One image as given by the caller: the object to load and a label for messages and output."""
-
-    source: Any
-    label: str
-
-
-def _label(obj: Any, what: str, index: int) -> str:
-    if isinstance(obj, (str, os.PathLike)):
-        return os.fspath(obj)
-    if isinstance(obj, Image.Image):
-        return f"{what}[{index}] (PIL image {obj.width}x{obj.height})"
-    if isinstance(obj, np.ndarray):
-        return f"{what}[{index}] (array {'x'.join(map(str, obj.shape))})"
-    return f"{what}[{index}] ({type(obj).__name__})"
-
-
-def collect_images(images: Any, *, what: str) -> tuple[list[ImageInput], list[str]]:
-    """Expand what the caller passed into a flat list of images, plus notes about what was skipped.
-
-    ``images`` is one item or a sequence of items; an item is a file path, a folder (its image files,
-    sorted by name; other files are skipped and noted; subfolders are not entered), a PIL image, an
-    HxW(xC) array, or an NxHxWxC array (N images). Nothing is opened here (``load_image`` does that),
-    but a path that does not exist is an ``ImageLoadError`` at once, and so is a folder with no image.
-    """
-    if images is None:
-        return [], []
-    if isinstance(images, (str, os.PathLike, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
-        items: list[Any] = [images]
-    elif isinstance(images, np.ndarray) and images.ndim == 4:
-        items = list(images)
-    elif isinstance(images, np.ndarray):
-        raise ImageLoadError(f"{what}: array must be HxW, HxWxC or NxHxWxC, got shape {images.shape}")
-    elif isinstance(images, Iterable):
-        items = list(images)
-    else:
-        raise AssessInputError(f"{what}: expected paths, folders, PIL images or arrays, got {type(images).__name__}")
-
-    exts = _image_extensions()
-    out: list[ImageInput] = []
-    notes: list[str] = []
-    for obj in items:
-        if isinstance(obj, (str, os.PathLike)):
-            path = Path(obj).expanduser()
-            if path.is_dir():
-                files = sorted((p for p in path.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
-                found = [p for p in files if p.is_file() and p.suffix.lower() in exts]
-                skipped = [p.name + ("/" if p.is_dir() else "") for p in files if p not in found]
-                if not found:
-                    raise ImageLoadError(f"{what}: folder {path} contains no image files"
-                                         + (f" (only {', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''})" if skipped else " (it is empty)"))
-                if skipped:
-                    shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-                    notes.append(f"{what} folder {path}: skipped {len(skipped)} non-image entr{'y' if len(skipped) == 1 else 'ies'} ({shown})")
-                out += [ImageInput(str(p), str(p)) for p in found]
-                continue
-            if not path.exists():
-                raise ImageLoadError(f"{what}: file does not exist: {path}")
-            out.append(ImageInput(str(path), str(path)))
-        elif isinstance(obj, (Image.Image, np.ndarray)):
-            out.append(ImageInput(obj, _label(obj, what, len(out))))
-        else:
-            raise AssessInputError(f"{what}[{len(out)}]: expected a path, folder, PIL image or array, got {type(obj).__name__}")
-    return out, notes
 
 
 # --------------------------------------------------------------------------------------------------
@@ -244,13 +172,17 @@ def resolve_checkpoint(path: str | os.PathLike | None) -> str:
 
 @dataclass
 class Profile:
-    """The preference and non-preference profiles the model predicts from the references alone."""
+    """The preference and non-preference profiles the model predicts from the references alone.
+    ``status``: ``ok`` (the greedy response had both), ``retried`` (a sampled retry had them) or ``no_answer``
+    (none had both: the greedy response's readable parts are kept); ``attempts`` holds every raw text."""
 
     preference: dict[str, str] | None
     non_preference: dict[str, str] | None
     preference_text: str | None
     non_preference_text: str | None
     raw: str
+    status: str = "ok"
+    attempts: list[str] | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -264,7 +196,12 @@ class Verdict(Assessment):
     (A first), ``probability`` combines both orders' evidence (``preferthinker.calibration``):
     ``calibrated`` says whether a fitted ``calibration.json`` was applied, ``preferred`` is the image
     with probability >= 0.5 (the position-debiased verdict) and ``swapped_answer`` the answer of the
-    swapped order in the original names ("Image A" = the same image)."""
+    swapped order in the original names ("Image A" = the same image).
+
+    ``status`` says where the reported fields come from (``preferthinker.retry``): ``ok`` (the given order),
+    ``from_swapped_order`` (the given order had no readable answer; the swapped one's, mapped back to these
+    names), ``retried`` (a sampled retry) or ``no_answer`` (nothing readable: ``answer`` and ``preferred`` are
+    None). ``attempts`` lists every generation made for the pair (order, sampled, raw text, answer)."""
 
     probability: float | None = None
     calibrated: bool = False
@@ -272,6 +209,8 @@ class Verdict(Assessment):
     swapped_answer: str | None = None
     answer_logodds: float | None = None
     evidence: dict[str, Any] | None = None
+    status: str = "ok"
+    attempts: list[dict] | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -290,10 +229,12 @@ class Assessor:
     """
 
     def __init__(self, model: Any, processor: Any, settings: PromptSettings | None = None, generation: Any = None,
-                 *, max_candidates: int = MAX_CANDIDATES, path: str | None = None, calibrator: Calibrator | None = None):
+                 *, max_candidates: int = MAX_CANDIDATES, path: str | None = None, calibrator: Calibrator | None = None,
+                 retry: RetryPolicy | None = None):
         from preferthinker.evaluation.generate import GenerationSettings, Generator
 
         self.calibrator = calibrator  # None: probabilities are the documented uncalibrated fallback
+        self.retry = retry or RetryPolicy()  # what assess() tries when a response has no readable answer
         self.progress = False  # rank(): a tqdm bar over the generations (the CLI turns it on)
         self.model = model
         self.processor = processor
@@ -325,6 +266,9 @@ class Assessor:
         repetition_penalty: float | None = None,
         batch_size: int = 8,
         max_candidates: int = MAX_CANDIDATES,
+        retries: int = 2,
+        retry_temperature: float = 0.7,
+        retry_seed: int = 0,
     ) -> Assessor:
         """Load a checkpoint folder (a PreferThinker run's ``final``, a ``checkpoint-N``, a LoRA adapter,
         the released model or any Qwen2.5-VL checkpoint; ``"latest"``: the newest run under ./outputs).
@@ -335,11 +279,18 @@ class Assessor:
         prompt (as the tiny default's evaluation) and 4096 for the official one (official evaluation), ``repetition_penalty`` to 1.0 for checkpoints that carry a
         PreferThinker record and to the official evaluation's 1.15 for those that do not (the released model).
 
+        ``retries`` / ``retry_temperature`` / ``retry_seed``: the sampled retries ``assess`` makes for a pair
+        whose two greedy orders have no readable answer (``RetryPolicy``; 0 turns them off).
+
         Raises ``ModelLoadError`` for a path that is not a checkpoint.
         """
         from preferthinker.evaluation.generate import GenerationSettings
         from preferthinker.modeling import load_model_and_processor
 
+        try:  # checked before the (slow) model load
+            retry = RetryPolicy(retries=retries, temperature=retry_temperature, seed=int(retry_seed))
+        except (TypeError, ValueError) as e:
+            raise AssessInputError(str(e)) from None
         path = resolve_checkpoint(path)
         found = read_prompt_settings(path) if Path(path).expanduser().is_dir() else {"source": "defaults"}
         model, processor = load_model_and_processor(path, dtype=dtype, attn_implementation=attn_implementation, device=device,
@@ -371,7 +322,7 @@ class Assessor:
             raise AssessInputError(str(e)) from None
         if calibrator is None:
             log.info("no %s/calibration.json: probabilities are uncalibrated (sigmoid of the mean answer log-odds)", path)
-        return cls(model, processor, settings, gen, max_candidates=max_candidates, path=path, calibrator=calibrator)
+        return cls(model, processor, settings, gen, max_candidates=max_candidates, path=path, calibrator=calibrator, retry=retry)
 
     # ---------------------------------------------------------------------------------------------
     # inputs
@@ -428,23 +379,54 @@ class Assessor:
         finally:
             gen.settings = saved
 
-    def _verdict(self, first: tuple[str, float | None], second: tuple[str, float | None]) -> Verdict:
-        """A Verdict from the responses to (A, B) and to the swapped prompt (B shown as Image A)."""
-        ab, ba = parse_response(first[0]), parse_response(second[0])
-        ev_ab = {"answer": ab.answer, "total_a": ab.total_a, "total_b": ab.total_b, "answer_logodds": first[1]}
-        ev_ba = {"answer": ba.answer, "total_a": ba.total_a, "total_b": ba.total_b, "answer_logodds": second[1]}
+    def _verdicts(self, pairs: list[tuple[list[dict], list[dict]]]) -> list[Verdict]:
+        """One Verdict per (given-order prompt, swapped prompt): both greedy orders in one batch, then, for
+        the pairs where neither has a readable answer, ``retry.retries`` seeded sampled generations in one
+        more batch (``preferthinker.retry``)."""
+        scored = self._generate([m for pair in pairs for m in pair])
+        tries = [[make_attempt("given", False, scored[2 * k]), make_attempt("swapped", False, scored[2 * k + 1])] for k in range(len(pairs))]
+        need = [k for k, t in enumerate(tries) if all(att.answer is None for att, _ in t)]
+        orders = retry_orders(self.retry.retries)
+        if need and orders:
+            batch = [pairs[k][0 if o == "given" else 1] for k in need for o in orders]
+            with sampling(self.generator, self.retry.temperature, self.retry.seed):
+                extra = self._generate(batch)
+            for n, k in enumerate(need):
+                tries[k] += [make_attempt(o, True, extra[n * len(orders) + j]) for j, o in enumerate(orders)]
+        return [self._verdict(t) for t in tries]
+
+    def _verdict(self, tries: list) -> Verdict:
+        """A Verdict from one pair's attempts (given greedy, swapped greedy, sampled...): the fields of the
+        attempt ``retry.choose`` picks, the probability from the first readable attempt of each order."""
+        status, k = choose(tries)
+        chosen = tries[k][1]
+        ab = first_readable(tries, "given") or tries[0]
+        ba = first_readable(tries, "swapped") or tries[1]
+        shown_ba = in_given_names(ba[1])  # back to the names of the prompt it answered (B shown as Image A)
+        ev_ab = {"answer": ab[1].answer, "total_a": ab[1].total_a, "total_b": ab[1].total_b, "answer_logodds": ab[0].logodds}
+        ev_ba = {"answer": shown_ba.answer, "total_a": shown_ba.total_a, "total_b": shown_ba.total_b, "answer_logodds": ba[0].logodds}
         features = pair_features(ev_ab, ev_ba)
         p, calibrated = pair_probability(features, self.calibrator)
-        back = {"Image A": "Image B", "Image B": "Image A"}.get(ba.answer)
-        return Verdict(**{f.name: getattr(ab, f.name) for f in dataclasses.fields(Assessment)}, probability=p,
-                       calibrated=calibrated, preferred="Image A" if p >= 0.5 else "Image B", swapped_answer=back,
-                       answer_logodds=first[1], evidence={k: v for k, v in features.items() if k != "has_logodds"})
+        preferred = None if status == "no_answer" else ("Image A" if p >= 0.5 else "Image B")
+        return Verdict(**{f.name: getattr(chosen, f.name) for f in dataclasses.fields(Assessment)}, probability=p,
+                       calibrated=calibrated, preferred=preferred, swapped_answer=ba[0].answer, answer_logodds=ab[0].logodds,
+                       evidence={k: v for k, v in features.items() if k != "has_logodds"}, status=status,
+                       attempts=[att.to_dict() for att, _ in tries])
 
-    def _check_parsed(self, assessments: Sequence[Assessment]) -> None:
-        bad = sum(a.answer is None for a in assessments)
+    def _check_parsed(self, verdicts: Sequence[Verdict]) -> None:
+        """Notes on how the answers were found: from the swapped order, from a retry, or not at all."""
+        n = len(verdicts)
+        swapped = sum(v.status == "from_swapped_order" for v in verdicts)
+        retried = sum(v.status == "retried" for v in verdicts)
+        bad = sum(v.status == "no_answer" for v in verdicts)
+        if swapped:
+            self._note(f"{swapped} of {n} responses had no readable <answer> in the given order; the answer, scores and "
+                       "rationales come from the swapped order (status from_swapped_order)")
+        if retried:
+            self._note(f"{retried} of {n} pairs had no readable <answer> in either order; a sampled retry gave one (status retried)")
         if bad:
-            self._note(f"{bad} of {len(assessments)} responses had no readable <answer>; unreadable fields are None "
-                       "(raw text in .raw)")
+            self._note(f"{bad} of {n} responses had no readable <answer> after both orders and {self.retry.retries} sampled "
+                       "retries (status no_answer); unreadable fields are None, every raw text is in .attempts")
 
     # ---------------------------------------------------------------------------------------------
     # public API
@@ -452,15 +434,16 @@ class Assessor:
     def assess(self, liked: Any, disliked: Any, image_a: Any, image_b: Any) -> Verdict:
         """Compare two candidates for the user: profiles, per-element 0-5 scores with rationales, totals,
         the answer ("Image A" | "Image B"), the raw response, and ``probability`` = P(user prefers Image A)
-        from both orders (see ``Verdict``; the pair is generated twice, in one batch). Fields the model did
-        not write readably are None (``format_ok`` tells whether the response followed the official format)."""
+        from both orders (see ``Verdict``; the pair is generated twice, in one batch). With no readable answer
+        in either order, up to ``retry.retries`` sampled retries follow; ``status`` says which attempt the
+        fields come from and ``attempts`` keeps every raw text. Fields no attempt wrote readably are None
+        (``format_ok`` tells whether the response followed the official format)."""
         self.last_notes, self.last_inputs = [], {}
         liked_imgs, disliked_imgs = self._references(liked, disliked)
         a, label_a = self._candidate(image_a, "image_a")
         b, label_b = self._candidate(image_b, "image_b")
         self.last_inputs.update(image_a=label_a, image_b=label_b)
-        first, second = self._generate([self._messages(liked_imgs, disliked_imgs, a, b), self._messages(liked_imgs, disliked_imgs, b, a)])
-        out = self._verdict(first, second)
+        out = self._verdicts([(self._messages(liked_imgs, disliked_imgs, a, b), self._messages(liked_imgs, disliked_imgs, b, a))])[0]
         self._check_parsed([out])
         return out
 
@@ -468,7 +451,7 @@ class Assessor:
         """Several ``assess`` calls in one batched generation. Each request is ``(liked, disliked, image_a,
         image_b)`` or a dict with those keys. ``last_inputs["requests"]`` lists each request's inputs."""
         self.last_notes, self.last_inputs = [], {}
-        prompts, inputs = [], []
+        pairs, inputs = [], []
         for n, req in enumerate(requests):
             if isinstance(req, dict):
                 missing = [k for k in ("liked", "disliked", "image_a", "image_b") if k not in req]
@@ -482,10 +465,9 @@ class Assessor:
             a, label_a = self._candidate(req[2], f"request {n} image_a")
             b, label_b = self._candidate(req[3], f"request {n} image_b")
             inputs.append({**self.last_inputs, "image_a": label_a, "image_b": label_b})
-            prompts += [self._messages(liked_imgs, disliked_imgs, a, b), self._messages(liked_imgs, disliked_imgs, b, a)]
+            pairs.append((self._messages(liked_imgs, disliked_imgs, a, b), self._messages(liked_imgs, disliked_imgs, b, a)))
         self.last_inputs = {"requests": inputs}
-        scored = self._generate(prompts)
-        out = [self._verdict(scored[k], scored[k + 1]) for k in range(0, len(scored), 2)]
+        out = self._verdicts(pairs)
         self._check_parsed(out)
         return out
 
@@ -495,14 +477,28 @@ class Assessor:
         The model always writes the profiles first, before it looks at any candidate, so this is the
         first two blocks of an ordinary response. The candidate slots are filled with the first liked
         and the first disliked reference (no outside image enters the prompt), and generation is capped
-        at ``PROFILE_MAX_NEW_TOKENS``. Elements the model did not write readably leave a profile None."""
+        at ``PROFILE_MAX_NEW_TOKENS``. Without both profiles, ``retry.retries`` seeded sampled retries follow
+        (``status`` says which answered); elements no attempt wrote readably leave a profile None."""
         self.last_notes, self.last_inputs = [], {}
         liked_imgs, disliked_imgs = self._references(liked, disliked)
-        text = self._generate([self._messages(liked_imgs, disliked_imgs, liked_imgs[0], disliked_imgs[0])], PROFILE_MAX_NEW_TOKENS)[0][0]
-        a = parse_response(text)
-        if a.preference is None or a.non_preference is None:
-            self._note("the response did not contain both profiles with all five elements; missing ones are None")
-        return Profile(a.preference, a.non_preference, a.preference_text, a.non_preference_text, text)
+        messages = self._messages(liked_imgs, disliked_imgs, liked_imgs[0], disliked_imgs[0])
+        texts = [self._generate([messages], PROFILE_MAX_NEW_TOKENS)[0][0]]
+        parsed = [parse_response(texts[0])]
+        complete = [k for k, a in enumerate(parsed) if a.preference is not None and a.non_preference is not None]
+        if not complete and self.retry.retries:
+            with sampling(self.generator, self.retry.temperature, self.retry.seed):
+                texts += [t for t, _ in self._generate([messages] * self.retry.retries, PROFILE_MAX_NEW_TOKENS)]
+            parsed += [parse_response(t) for t in texts[1:]]
+            complete = [k for k, a in enumerate(parsed) if a.preference is not None and a.non_preference is not None]
+        k = complete[0] if complete else 0
+        status = "no_answer" if not complete else "ok" if k == 0 else "retried"
+        if status == "retried":
+            self._note(f"the greedy response did not contain both profiles; sampled retry {k} of {self.retry.retries} did (status retried)")
+        elif status == "no_answer":
+            self._note(f"no response ({len(texts)} attempts) contained both profiles with all five elements; missing ones are None "
+                       "(status no_answer, every raw text in .attempts)")
+        a = parsed[k]
+        return Profile(a.preference, a.non_preference, a.preference_text, a.non_preference_text, texts[k], status, texts)
 
     def rank(self, liked: Any, disliked: Any, candidates: Any, *, max_candidates: int | None = None) -> Ranking:
         """Rank N candidates (paths, folders, PIL images or arrays) for the user, best first.

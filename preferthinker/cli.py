@@ -91,6 +91,15 @@ def _add_model_options(p: argparse.ArgumentParser, *, references: bool = True) -
     o.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
 
 
+def _add_retry_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("no readable answer")
+    g.add_argument("--retries", type=int, default=2, metavar="N",
+                   help="sampled retries when the greedy response(s) give no readable answer (0..16, default 2); "
+                        "the status line / JSON 'status' says which attempt answered")
+    g.add_argument("--retry-temperature", type=float, default=0.7, metavar="T", help="sampling temperature of the retries (default 0.7)")
+    g.add_argument("--retry-seed", type=int, default=0, metavar="S", help="seed of the retries: the same seed gives the same text (default 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -107,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compare IMAGE_A and IMAGE_B for the user given by liked and disliked reference images.")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="IMAGE_A IMAGE_B (omit with --record to use the record's pair)")
     _add_model_options(p)
+    _add_retry_options(p)
     p.set_defaults(func=cmd_assess)
 
     p = sub.add_parser("rank", formatter_class=fmt, epilog=EXAMPLES,
@@ -141,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="predict the user's preference and non-preference profiles",
                        description="Predict the five-element preference and non-preference profiles from the references.")
     _add_model_options(p)
+    _add_retry_options(p)
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("validate-data", formatter_class=fmt, epilog=EXAMPLES,
@@ -296,7 +307,8 @@ def _assessor(args: argparse.Namespace):
     return Assessor.from_pretrained(
         args.model, device=args.device, dtype=args.dtype, style=args.style, system=args.system, max_refs=getattr(args, "max_refs", None),
         max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty, batch_size=args.batch_size,
-        max_candidates=getattr(args, "max_candidates", 16),
+        max_candidates=getattr(args, "max_candidates", 16), retries=getattr(args, "retries", 2),
+        retry_temperature=getattr(args, "retry_temperature", 0.7), retry_seed=getattr(args, "retry_seed", 0),
     )
 
 
@@ -402,6 +414,12 @@ def cmd_assess(args: argparse.Namespace) -> int:
     print(_table(rows, ["Element", "A", "B", "Why A", "Why B"], [15, 3, 3, w, w], "lrrll"))
     print()
     print(f"answer: {result.answer or 'none (no readable <answer>)'}" + (f"  ->  {chosen}" if chosen else ""))
+    print(f"status: {result.status}" + {
+        "ok": "",
+        "from_swapped_order": " (the given order had no readable answer; fields come from the swapped order, in these names)",
+        "retried": f" (neither order had a readable answer; a sampled retry gave it, {len(result.attempts or [])} attempts)",
+        "no_answer": f" (no readable answer in {len(result.attempts or [])} attempts; --show-raw prints every raw text)",
+    }.get(result.status, ""))
     print(f"P(Image A preferred) = {result.probability:.3f} (both orders; "
           f"{'calibrated' if result.calibrated else 'uncalibrated: no calibration.json with the checkpoint'})"
           + (f", swapped order answered {result.swapped_answer}" if result.swapped_answer else ""))
@@ -413,6 +431,9 @@ def cmd_assess(args: argparse.Namespace) -> int:
     _notes(assessor.last_notes)
     if args.show_raw:
         print("\n--- raw response ---\n" + result.raw)
+        for k, att in enumerate(result.attempts or []):
+            if att["raw"] != result.raw:
+                print(f"\n--- attempt {k + 1}: {att['order']} order, {'sampled' if att['sampled'] else 'greedy'} ---\n{att['raw']}")
     return 0
 
 
@@ -509,9 +530,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
     _describe(header, inputs)
     print()
     print(_profile_table(prof.preference, prof.non_preference))
+    print(f"status: {prof.status}")
     _notes(assessor.last_notes)
     if args.show_raw:
         print("\n--- raw response ---\n" + prof.raw)
+        for k, text in enumerate(prof.attempts or []):
+            if text != prof.raw:
+                print(f"\n--- attempt {k + 1} ({'greedy' if k == 0 else 'sampled'}) ---\n{text}")
     return 0
 
 

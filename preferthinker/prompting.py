@@ -119,11 +119,100 @@ def smart_resize_dims(height: int, width: int, min_pixels: int, max_pixels: int,
     if min(height, width) <= 0:
         raise ImageLoadError(f"image has an empty side ({width}x{height})")
     if max(height, width) / min(height, width) > 200:
-        raise ImageLoadError(f"aspect ratio {max(height, width) / min(height, width):.0f} exceeds 200")
+        raise ImageLoadError(f"aspect ratio {max(height, width) / min(height, width):.0f}:1 ({width}x{height}) exceeds Qwen2.5-VL's "
+                             "200:1 limit; crop the image to a less extreme shape")
     if max_pixels < min_pixels:
         raise ValueError(f"max_pixels={max_pixels} must be >= min_pixels={min_pixels}")
     h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
     return max(factor, h), max(factor, w)
+
+
+# A transparent pixel becomes this colour: white, the page a PNG with alpha is usually designed on (a logo,
+# a sticker); compositing rather than dropping alpha keeps what shows through from being the hidden RGB values.
+ALPHA_BACKGROUND = (255, 255, 255)
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _wide_to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit / 32-bit / float greyscale image as 8-bit L, scaled (PIL's own convert clips at 255, which
+    turns a 16-bit photo almost white). 16-bit and integer data above 255 are read as 16-bit (/257); float
+    data in [0, 1] are scaled by 255."""
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        arr = arr * 255.0 if arr.size and arr.max() <= 1.0 else arr
+    elif img.mode.startswith("I;16") or (arr.size and arr.max() > 255):
+        arr = arr / 257.0
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL image as upright 8-bit RGB, the one form the processor and every consumer take.
+
+    - EXIF orientation is applied (a phone photo stored sideways with ``Orientation=6`` comes out upright,
+      as every viewer shows it), then the tag is gone;
+    - alpha (RGBA, LA, PA, a palette with a transparent index) is composited on ``ALPHA_BACKGROUND``;
+    - greyscale (L, 1, 16-bit I;16, 32-bit I, float F), palette, CMYK and YCbCr become RGB, wide greyscale
+      scaled to 8 bits rather than clipped.
+    """
+    from PIL import ImageOps
+
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode in _WIDE_MODES:
+        img = _wide_to_8bit(img)
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in _ALPHA_MODES:
+        rgba = img.convert("RGBA")
+        page = Image.new("RGBA", rgba.size, ALPHA_BACKGROUND + (255,))
+        return Image.alpha_composite(page, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _array_image(arr: np.ndarray, what: str) -> Image.Image:
+    """An HxW, HxWx1, HxWx3 or HxWx4 array (uint8, uint16 or float in [0, 1]) as a PIL image."""
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise ImageLoadError(f"{what}: array must be HxW, HxWx3 or HxWx4, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ImageLoadError(f"{what}: array is empty (shape {arr.shape})")
+    if arr.dtype == np.uint16:
+        arr = arr / 257.0  # 16-bit data scaled, not clipped
+    if arr.dtype != np.uint8:
+        arr = np.asarray(arr, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise ImageLoadError(f"{what}: array holds NaN or infinite values")
+        arr = np.clip(np.rint(arr * (255.0 if arr.max() <= 1.0 else 1.0)), 0, 255).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def _open_path(path: Path, what: str) -> Image.Image:
+    """Decode an image file fully, with PIL's decompression-bomb guard; errors name ``what`` and the path."""
+    if not path.exists():
+        raise ImageLoadError(f"{what}: file does not exist: {path}")
+    if not path.is_file():
+        raise ImageLoadError(f"{what}: not a file: {path}")
+    previous_limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS  # PIL's own guard, restored below
+            with Image.open(path) as opened:
+                w, h = opened.size
+                if w * h > MAX_DECODE_PIXELS:
+                    raise ImageLoadError(f"{what}: {w}x{h} pixels exceeds the decode limit ({MAX_DECODE_PIXELS}): {path}")
+                opened.load()
+                # copy() keeps the EXIF orientation (to_rgb applies it) and the palette transparency
+                return opened.copy()
+    except ImageLoadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageLoadError(f"{what}: refused a decompression bomb {path}: {e}") from None
+    except (OSError, SyntaxError, ValueError) as e:  # PIL raises these for non-images / truncation
+        raise ImageLoadError(f"{what}: cannot read {path} as an image ({type(e).__name__}: {e})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous_limit
 
 
 def load_image(
@@ -133,50 +222,27 @@ def load_image(
     *,
     what: str = "image",
 ) -> Image.Image:
-    """Open (path, PIL image or HxWx3 array), convert to RGB and resize with the Qwen2.5-VL rule.
+    """Open (path, PIL image or array), make it upright 8-bit RGB (``to_rgb``: EXIF orientation, alpha on
+    white, greyscale / palette / CMYK / 16-bit) and resize with the Qwen2.5-VL rule (``smart_resize_dims``).
 
     Raises ImageLoadError naming ``what`` (e.g. "record 3 field imageA (a.png)") for a missing file,
-    a file that is not an image, a truncated/corrupt file, or a decompression bomb.
+    a file that is not an image, a truncated/corrupt file, a decompression bomb, or an aspect ratio
+    beyond 200:1.
     """
     if isinstance(image, Image.Image):
         img = image
     elif isinstance(image, np.ndarray):
-        arr = image
-        if arr.ndim == 2:
-            arr = np.stack([arr] * 3, axis=-1)
-        if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-            raise ImageLoadError(f"{what}: array must be HxW, HxWx3 or HxWx4, got shape {arr.shape}")
-        if arr.dtype != np.uint8:
-            arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-        img = Image.fromarray(arr)
+        img = _array_image(image, what)
     else:
-        path = Path(image)
-        if not path.exists():
-            raise ImageLoadError(f"{what}: file does not exist: {path}")
-        if not path.is_file():
-            raise ImageLoadError(f"{what}: not a file: {path}")
-        previous_limit = Image.MAX_IMAGE_PIXELS
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS  # PIL's own guard, restored below
-                with Image.open(path) as opened:
-                    w, h = opened.size
-                    if w * h > MAX_DECODE_PIXELS:
-                        raise ImageLoadError(f"{what}: {w}x{h} pixels exceeds the decode limit ({MAX_DECODE_PIXELS}): {path}")
-                    opened.load()
-                    img = opened.copy()
-        except ImageLoadError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageLoadError(f"{what}: refused a decompression bomb {path}: {e}") from None
-        except (OSError, SyntaxError, ValueError) as e:  # PIL raises these for non-images / truncation
-            raise ImageLoadError(f"{what}: cannot read {path} as an image ({type(e).__name__}: {e})") from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = previous_limit
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    h, w = smart_resize_dims(img.height, img.width, min_pixels, max_pixels)
+        img = _open_path(Path(image), what)
+    try:
+        img = to_rgb(img)
+    except (OSError, ValueError) as e:  # an exotic mode PIL cannot convert
+        raise ImageLoadError(f"{what}: cannot convert a {img.mode} image to RGB ({e})") from None
+    try:
+        h, w = smart_resize_dims(img.height, img.width, min_pixels, max_pixels)
+    except ImageLoadError as e:
+        raise ImageLoadError(f"{what}: {e}") from None
     if (w, h) != img.size:
         img = img.resize((w, h), Image.Resampling.BICUBIC)
     return img

@@ -58,6 +58,7 @@ def train_overrides(mini_data: Path, tiny_model: Path, run_dir: Path, **extra) -
         "data.root": str(mini_data), "model.path": str(tiny_model), "run_dir": str(run_dir), "logger": "none",
         "data.val_samples": 0, "trainer.logging_steps": 1, "trainer.per_device_train_batch_size": 4,
         "data.align_per_record": 0,  # the mini data carries per-image truth; tests that want alignment rows ask for them
+        "data.refs_per_side": "null",  # every reference, as the fixtures were tuned; tests/test_refs.py covers the per-record draw
     }
     over.update(extra)
     return [f"{k}={v}" for k, v in over.items()]

@@ -18,6 +18,7 @@ from PIL import Image
 from preferthinker.assess import AssessInputError, Assessor, Comparison, Verdict, read_prompt_settings, rank_from_comparisons
 from preferthinker.prompting import ImageLoadError
 from preferthinker.response import Assessment, parse_response, render_response
+from preferthinker.retry import RetryPolicy, in_given_names
 from tests.conftest import compose, train_overrides
 
 MAX_NEW = 12  # tokens per response in real-model tests: enough to compare texts, cheap on CPU
@@ -116,13 +117,18 @@ def test_assess_reports_exactly_what_the_model_wrote(assessor, user):
     out = assessor.assess(user["liked"][:2], user["disliked"][:2], user["good"], user["bad"])
     assert isinstance(out, Verdict) and isinstance(out, Assessment) and isinstance(out.raw, str) and out.raw
     parsed = parse_response(out.raw)
+    if out.status in ("from_swapped_order", "retried") and out.attempts[[a["raw"] for a in out.attempts].index(out.raw)]["order"] == "swapped":
+        parsed = in_given_names(parsed)  # the swapped prompt's response, reported in the caller's names
     assert (out.answer, out.scores_a, out.total_a, out.format_ok) == (parsed.answer, parsed.scores_a, parsed.total_a, parsed.format_ok)
-    assert 0.0 <= out.probability <= 1.0 and out.calibrated is False and out.preferred in ("Image A", "Image B")
-    assert (out.answer is None) == any("no readable <answer>" in n for n in assessor.last_notes)
+    assert 0.0 <= out.probability <= 1.0 and out.calibrated is False
+    assert out.preferred in ("Image A", "Image B") if out.status != "no_answer" else out.preferred is None
+    assert (out.status == "no_answer") == (out.answer is None) == any("no readable <answer> after" in n for n in assessor.last_notes)
+    assert out.status == "ok" or any("no readable <answer>" in n for n in assessor.last_notes)
+    assert len(out.attempts) == (2 if out.status in ("ok", "from_swapped_order") else 2 + assessor.retry.retries)
     assert assessor.last_inputs["image_a"] == str(user["good"])
     d = out.to_dict()
     assert {"preference", "non_preference", "scores_a", "scores_b", "rationales_a", "rationales_b", "total_a", "total_b",
-            "answer", "raw", "format_ok", "probability", "calibrated", "preferred", "swapped_answer"} <= set(d)
+            "answer", "raw", "format_ok", "probability", "calibrated", "preferred", "swapped_answer", "status", "attempts"} <= set(d)
 
 
 def test_malformed_text_still_returns_a_verdict(fake, user):
@@ -133,6 +139,89 @@ def test_malformed_text_still_returns_a_verdict(fake, user):
     assert out.answer is None and out.scores_a is None and out.total_a is None and not out.format_ok
     assert out.probability == 0.5 and out.swapped_answer is None and not out.calibrated
     assert any("1 of 1 responses had no readable <answer>" in n for n in fake.last_notes)
+    assert out.status == "no_answer" and out.preferred is None and len(out.attempts) == 2 + fake.retry.retries
+    assert all(a["raw"] == "<think>Image A is nice but <answer>maybe" and a["answer"] is None for a in out.attempts)
+
+
+# --------------------------------------------------------------------------------------------------
+# no readable answer: the swapped order, then seeded sampled retries, then an honest no_answer
+
+def _answering(answer_from: dict, calls: list):
+    """A scripted generator: prompt k of each call answers as ``answer_from[(call, k)]`` says ("A"/"B" with
+    totals, else unreadable text); every call records whether it sampled and its temperature."""
+
+    def generate(batch, progress=None):
+        gen = fake_gen[0]
+        calls.append({"n": len(batch), "do_sample": gen.settings.do_sample, "temperature": gen.settings.temperature,
+                      "engine": gen.engine})
+        out = []
+        for k, _ in enumerate(batch):
+            side = answer_from.get((len(calls) - 1, k))
+            if side is None:
+                out.append((f"<think>lost {len(calls)}.{k}</think>", None))
+            else:
+                sa, sb = ([4, 4, 4, 4, 4], [1, 1, 1, 1, 1]) if side == "A" else ([1, 1, 1, 1, 1], [4, 4, 4, 4, 4])
+                out.append((render_response(PROFILE, {**PROFILE, "Color": "Cobalt"}, sa, sb, ["r"] * 5, ["s"] * 5,
+                                            answer=f"Image {side}"), 3.0 if side == "A" else -3.0))
+        return out
+
+    fake_gen: list = []
+    return generate, fake_gen
+
+
+def _script(assessor: Assessor, answer_from: dict) -> list:
+    calls: list = []
+    gen, holder = _answering(answer_from, calls)
+    holder.append(assessor.generator)
+    assessor.generator.generate_scored = gen
+    return calls
+
+
+def test_answer_from_the_swapped_order_is_mapped_back(fake, user):
+    calls = _script(fake, {(0, 1): "A"})  # the given order is unreadable; the swapped one prefers its Image A (= our B)
+    out = fake.assess(user["liked"][:2], user["disliked"][:2], user["good"], user["bad"])
+    assert out.status == "from_swapped_order" and out.answer == "Image B" and out.preferred == "Image B"
+    assert (out.total_a, out.total_b, out.scores_b) == (5, 20, [4] * 5)  # scores speak of the caller's A and B
+    assert out.probability < 0.5 and out.swapped_answer == "Image B" and len(calls) == 1  # no retry was needed
+    assert [a["order"] for a in out.attempts] == ["given", "swapped"] and out.raw == out.attempts[1]["raw"]
+    assert any("from the swapped order" in n for n in fake.last_notes)
+
+
+def test_sampled_retries_are_seeded_bounded_and_restore_greedy(fake, user):
+    fake.retry = RetryPolicy(retries=3, temperature=0.5, seed=11)
+    calls = _script(fake, {(1, 2): "A"})  # both greedy orders unreadable; the third retry (given order) answers
+    out = fake.assess(user["liked"][:2], user["disliked"][:2], user["good"], user["bad"])
+    assert out.status == "retried" and out.answer == "Image A" and out.preferred == "Image A" and out.total_a == 20
+    assert [(c["n"], c["do_sample"]) for c in calls] == [(2, False), (3, True)]  # one batch of 3 sampled retries
+    assert calls[1]["temperature"] == 0.5 and calls[1]["engine"] == "hf"
+    assert [(a["order"], a["sampled"]) for a in out.attempts] == [("given", False), ("swapped", False), ("given", True),
+                                                                  ("swapped", True), ("given", True)]
+    assert not fake.generator.settings.do_sample and fake.generator.engine == "hf"  # greedy again afterwards
+    assert any("a sampled retry gave one" in n for n in fake.last_notes)
+
+
+def test_no_answer_is_said_with_every_raw_text_and_retries_zero_means_none(fake, user):
+    fake.retry = RetryPolicy(retries=0)
+    calls = _script(fake, {})
+    out = fake.assess(user["liked"][:2], user["disliked"][:2], user["good"], user["bad"])
+    assert out.status == "no_answer" and out.answer is None and out.preferred is None and len(calls) == 1
+    assert [a["raw"] for a in out.attempts] == ["<think>lost 1.0</think>", "<think>lost 1.1</think>"]
+    assert out.to_dict()["status"] == "no_answer"
+
+
+def test_batch_retries_only_the_pairs_without_an_answer(fake, user):
+    calls = _script(fake, {(0, 0): "A", (0, 3): "B", (1, 1): "B"})  # pair 0 ok, pair 1 from swapped, pair 2 retried
+    reqs = [(user["liked"][:2], user["disliked"][:2], user["good"], user["bad"])] * 3
+    out = fake.assess_batch(reqs)
+    assert [v.status for v in out] == ["ok", "from_swapped_order", "retried"]
+    assert [v.answer for v in out] == ["Image A", "Image A", "Image A"]  # retry 2 showed the swapped order: its B is our A
+    assert [c["n"] for c in calls] == [6, 2]  # only pair 2's retries were generated
+
+
+def test_bad_retry_settings_are_refused_before_loading(ckpt):
+    for kw in ({"retries": -1}, {"retries": 100}, {"retry_temperature": 0.0}):
+        with pytest.raises(AssessInputError, match="retr"):
+            Assessor.from_pretrained(ckpt / "does-not-matter", **kw)
 
 
 def test_paths_pil_and_arrays_give_the_same_response(assessor, user):
@@ -169,8 +258,25 @@ def test_batched_assess_equals_one_by_one(assessor, user):
 def test_profile_alone(assessor, user):
     prof = assessor.profile(user["liked"], user["disliked"])
     assert isinstance(prof.raw, str) and prof.preference == parse_response(prof.raw).preference
-    assert (prof.preference is None) == any("did not contain both profiles" in n for n in assessor.last_notes)
-    assert set(prof.to_dict()) == {"preference", "non_preference", "preference_text", "non_preference_text", "raw"}
+    complete = prof.preference is not None and prof.non_preference is not None
+    assert (prof.status == "no_answer") == (not complete) == any("contained both profiles" in n for n in assessor.last_notes)
+    assert prof.raw in prof.attempts and len(prof.attempts) == (1 if prof.status == "ok" else 1 + assessor.retry.retries)
+    assert set(prof.to_dict()) == {"preference", "non_preference", "preference_text", "non_preference_text", "raw", "status", "attempts"}
+
+
+def test_profile_retries_when_the_greedy_response_lacks_a_profile(fake):
+    texts = iter(["<think>nothing", "still nothing", render_response(PROFILE, {**PROFILE, "Color": "Cobalt"}, [3] * 5, [3] * 5,
+                                                                        ["r"] * 5, ["s"] * 5, answer="Image A")])
+    modes = []
+
+    def generate(batch, progress=None):
+        modes.append((len(batch), fake.generator.settings.do_sample))
+        return [(next(texts), None) for _ in batch]
+
+    fake.generator.generate_scored = generate
+    prof = fake.profile([solid((250, 0, 0))], [solid((0, 0, 250))])
+    assert prof.status == "retried" and prof.preference == PROFILE and len(prof.attempts) == 3 and prof.raw == prof.attempts[2]
+    assert modes == [(1, False), (2, True)]  # one greedy call, then one batch of the two sampled retries
 
 
 def test_huge_image_is_downscaled_to_the_processor_limit(assessor, user, tmp_path):

@@ -292,4 +292,29 @@ def test_assess_prints_the_probability(capsys, ckpt, folders):
     code, out, err = run_main(capsys, ["assess", "--model", str(ckpt), "--liked", folders["likes"], "--disliked", folders["dislikes"],
                                        folders["a"], folders["b"], "--json", *TOKENS])
     doc = json.loads(out)
-    assert 0 <= doc["probability"] <= 1 and doc["calibrated"] is False and doc["preferred"] in ("Image A", "Image B")
+    assert 0 <= doc["probability"] <= 1 and doc["calibrated"] is False and doc["status"] in ("ok", "from_swapped_order", "retried", "no_answer")
+    # no readable answer in any attempt: no preferred image is claimed (the untrained tiny model usually lands here)
+    assert doc["preferred"] in ("Image A", "Image B") if doc["status"] != "no_answer" else doc["preferred"] is None
+
+
+def test_assess_json_carries_status_and_every_attempt(capsys, ckpt, folders, monkeypatch):
+    """A model that never writes a readable answer (scripted): --json says status no_answer, keeps each raw
+    text, and --retries bounds the attempts; the readable output says the same in words."""
+    from preferthinker.evaluation.generate import Generator
+
+    monkeypatch.setattr(Generator, "generate_scored", lambda self, batch, progress=None: [("<think>hmm", None)] * len(batch))
+    base = ["assess", "--model", str(ckpt), "--liked", folders["likes"], "--disliked", folders["dislikes"], folders["a"], folders["b"], *TOKENS]
+    code, out, err = run_main(capsys, [*base, "--json", "--retries", "3"])
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["status"] == "no_answer" and doc["answer"] is None and doc["preferred"] is None and doc["preferred_image"] is None
+    assert len(doc["attempts"]) == 5 and all(a["raw"] == "<think>hmm" for a in doc["attempts"])
+    assert any("after both orders and 3 sampled retries" in n for n in doc["notes"])
+    code, out, err = run_main(capsys, [*base, "--retries", "0", "--show-raw"])
+    assert code == 0 and "status: no_answer (no readable answer in 2 attempts" in out and "--- raw response ---" in out
+    code, _, err = run_main(capsys, [*base, "--retries", "-1"])
+    assert_one_line_error(code, err, r"retries must be an integer in 0\.\.16")
+    code, out, err = run_main(capsys, ["profile", "--model", str(ckpt), "--liked", folders["likes"], "--disliked", folders["dislikes"],
+                                       "--retries", "1", "--json", *TOKENS])
+    doc = json.loads(out)
+    assert code == 0 and doc["status"] == "no_answer" and doc["attempts"] == ["<think>hmm"] * 2 and doc["preference"] is None

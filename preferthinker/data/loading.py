@@ -11,13 +11,14 @@ import os
 import re
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from tqdm.auto import tqdm
 
+from preferthinker.data.refs import RefDraw, draw_refs, record_key
 from preferthinker.data.schema import PreferenceRecord, SchemaError, default_image_root, resolve_image
 from preferthinker.prompting import ImageLoadError, assistant_message, build_messages, load_image, system_prompt
 
@@ -68,6 +69,16 @@ def sample_inputs(rec: PreferenceRecord, image_root: Path, spec: PromptSpec, *, 
     """(chat messages, images) of one record's prompt, official order."""
     liked, disliked, a, b = load_record_images(rec, image_root, spec, where=where)
     return build_messages(liked, disliked, a, b, style=spec.style, system=spec.system, max_refs=spec.max_refs, embed_images=embed_images)
+
+
+def shown_record(rec: PreferenceRecord, ref_draw: RefDraw | None, spec: PromptSpec, seed: int) -> PreferenceRecord:
+    """The record as one training row shows it: with ``ref_draw``, a seeded subset of its references per side
+    (``preferthinker.data.refs``); without, the record itself (the first ``max_refs`` are cut later)."""
+    if ref_draw is None:
+        return rec
+    key = record_key(rec.image_a, rec.image_b, rec.preferred, rec.non_preferred)
+    liked, disliked = draw_refs(rec.preferred, rec.non_preferred, ref_draw, seed=seed, key=key, max_refs=spec.max_refs)
+    return replace(rec, preferred=liked, non_preferred=disliked)
 
 
 def content_seed(rec: PreferenceRecord) -> int:
@@ -128,6 +139,8 @@ def build_examples(
     max_length: int | None = None,
     source: str = "",
     desc: str = "loading samples",
+    ref_draw: RefDraw | None = None,
+    seed: int = 0,
 ) -> list[dict]:
     """Rows for TRL: ``kind="sft"`` -> prompt, completion, images; ``kind="grpo"`` -> prompt, images and
     the reward columns (solution, prefer_attributes, non_prefer_attributes, reference_prompt_list,
@@ -138,6 +151,9 @@ def build_examples(
     tokens is an error naming it: truncation would cut image tokens or the answer. ``max_length=None``
     means what the model can take (``model_limit``): an official-size sample (the ~2.2k-token official
     system prompt, 12 images, a 2,048-token response) passes; one beyond the model's context still raises.
+
+    ``ref_draw`` (``data.refs_per_side``): each row's prompt shows a seeded subset of the record's references
+    (``shown_record``); the target and the reward columns stay the record's own (the user's truth).
     """
     if processor is not None and max_length is None:
         max_length = model_limit(processor)
@@ -146,7 +162,7 @@ def build_examples(
     for i, rec in enumerate(tqdm(records, desc=desc, disable=len(records) < 200 or os.environ.get("RANK", "0") != "0")):
         where = f"{source} record {i}: "
         try:
-            messages, images = sample_inputs(rec, image_root, spec, where=where)
+            messages, images = sample_inputs(shown_record(rec, ref_draw, spec, seed), image_root, spec, where=where)
         except (ImageLoadError, SchemaError) as e:
             bad.append(str(e))
             continue

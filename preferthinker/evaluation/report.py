@@ -256,6 +256,11 @@ def _markdown(results: Mapping[str, Any], systems: Mapping[str, dict], plots: Ma
                 parts.append(f"| {label} | {subset} | {100 * c['diff']:+.1f} | {ci_txt} | {c.get('n', '–')} | "
                              f"{c.get('n_users', '–')} | {'yes' if c.get('significant') else 'no'} |")
         parts.append("")
+    from preferthinker.evaluation.refs_sweep import sweep_table
+
+    sweep = sweep_table(results.get("refs_sweep") or {})
+    if sweep:
+        parts += [f"## By reference count: {next(iter(systems))}", "", sweep]
     cal = _calibration_table(systems[next(iter(systems))], results.get("calibration") or {})
     if cal:
         parts += ["## Calibration of P(A preferred over B)", "", cal]
@@ -443,6 +448,8 @@ def _plot_margin(subsets: Mapping[str, Mapping[str, Any]], path: Path) -> bool:
 
 def write_report(results: Mapping[str, Any], run_dir: str | Path) -> dict[str, Path]:
     """Write results.json, results.md and the plots into ``run_dir``; returns {kind: path} of files written."""
+    from preferthinker.evaluation.refs_sweep import plot_sweep
+
     systems = systems_of(results)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -458,7 +465,8 @@ def write_report(results: Mapping[str, Any], run_dir: str | Path) -> dict[str, P
     for kind, fname, fn, arg in (("accuracy_plot", "accuracy_per_subset.png", _plot_accuracy, systems),
                                  ("element_plot", "element_agreement.png", _plot_elements, systems[main_name]),
                                  ("margin_plot", "accuracy_by_margin.png", _plot_margin, systems[main_name]),
-                                 ("reliability_plot", "reliability.png", _plot_reliability, systems[main_name])):
+                                 ("reliability_plot", "reliability.png", _plot_reliability, systems[main_name]),
+                                 ("refs_plot", "accuracy_by_refs.png", plot_sweep, results.get("refs_sweep") or {})):
         path = run_dir / fname
         if fn(arg, path):
             plots[kind] = path

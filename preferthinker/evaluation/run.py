@@ -26,6 +26,7 @@ import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from tqdm.auto import tqdm
 from preferthinker.data.loading import PromptSpec, sample_inputs
 from preferthinker.data.schema import PreferenceRecord, SchemaError, default_image_root, load_bench, subset_paths, warning_counts
 from preferthinker.evaluation.errors import EvaluationFailed, error_summary
+from preferthinker.evaluation.refs_sweep import parse_sweep, sweep_results
 from preferthinker.prompting import STYLES, ImageLoadError
 from preferthinker.prompting import SYSTEMS as PROMPT_SYSTEMS
 from preferthinker.response import NONPREF_TAG, PREF_TAG, parse_response, render_profile_block
@@ -104,6 +106,12 @@ def model_system(path: str, cfg: DictConfig, spec: PromptSpec) -> Callable:
                                                          compile=None if compile_ == "auto" else bool(compile_),
                                                          min_new_tokens=int(g.get("min_new_tokens") or 0), vision_ids=spec.vision_ids))
     log.info("generation engine for %s: %s", path, gen.engine)
+    return _model_respond(gen, spec)
+
+
+def _model_respond(gen: Any, spec: PromptSpec) -> Callable:
+    """A system answering with ``gen`` under prompt ``spec``; ``respond.with_spec(other)`` is the same loaded
+    model under another prompt (the reference-count sweep changes only ``max_refs``)."""
 
     def prepare(items: list[tuple[PreferenceRecord, Path, bool, str]]):
         """CPU side of a batch (images read, prompts tokenised, pixels patchified): run ahead of the GPU."""
@@ -131,6 +139,7 @@ def model_system(path: str, cfg: DictConfig, spec: PromptSpec) -> Callable:
         return finish(prepare(items))
 
     respond.prepare, respond.finish = prepare, finish  # score_system overlaps prepare(batch k+1) with finish(batch k)
+    respond.with_spec = lambda other: _model_respond(gen, other)
     return respond
 
 
@@ -208,13 +217,15 @@ def _read_done(files: Sequence[Path]) -> dict[tuple, dict]:
 
 
 def score_system(name: str, respond: Callable, data: dict, cfg: DictConfig, pred_dir: Path,
-                 batch_times: list | None = None) -> dict[str, list[dict]]:
+                 batch_times: list | None = None, swap: bool | None = None) -> dict[str, list[dict]]:
     """Run one system over every subset, resumably and sharded; returns all records (rank 0 after merge).
-    ``batch_times`` collects (samples, seconds) per batch this rank scored (warm-up batches included)."""
+    ``batch_times`` collects (samples, seconds) per batch this rank scored (warm-up batches included);
+    ``swap`` (default ``bench.swap``) also scores every pair with A and B exchanged."""
     bs = int(cfg.generation.batch_size)
     rk, ws = rank(), world_size()
+    swap = bool(cfg.bench.swap) if swap is None else swap
     for subset, (recs, root) in data.items():
-        items = [(i, sw) for i in range(len(recs)) for sw in ((False, True) if cfg.bench.swap else (False,))]
+        items = [(i, sw) for i in range(len(recs)) for sw in ((False, True) if swap else (False,))]
         batches = [items[j : j + bs] for j in range(0, len(items), bs)]
         mine = [b for j, b in enumerate(batches) if j % ws == rk]
         out_file = pred_dir / name / f"{subset}.rank{rk}.jsonl"
@@ -293,6 +304,11 @@ def validate(cfg: DictConfig) -> None:
           cfg.generation.get("min_new_tokens"), "use 0..max_new_tokens (benchmarks only)")
     if cfg.bench.max_samples is not None:
         check(int(cfg.bench.max_samples) >= 1, "bench.max_samples", cfg.bench.max_samples, "use >= 1 or null")
+    try:
+        sweep = parse_sweep(_plain(cfg.bench.get("refs_sweep")))
+    except ValueError as e:
+        raise ConfigError(f"{e}; e.g. bench.refs_sweep=[1,2,3,5] or null") from None
+    check(not sweep or "model" in cfg.systems, "bench.refs_sweep", sweep, "the sweep scores the checkpoint: keep 'model' in systems")
     rate = cfg.bench.get("max_error_rate", 0.05)
     check(isinstance(rate, (int, float)) and 0 <= float(rate) <= 1, "bench.max_error_rate", rate, "use a fraction in [0, 1]")
     check(cfg.prompt.style in STYLES, "prompt.style", cfg.prompt.style, f"choose one of {', '.join(STYLES)}")
@@ -307,6 +323,26 @@ def validate(cfg: DictConfig) -> None:
               "fitting needs both candidate orders: keep bench.swap=true")
 
 
+def _plain(value: Any) -> Any:
+    """An OmegaConf node as plain Python (lists, dicts), anything else as it is."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def score_refs_sweep(respond: Callable, main_records: dict[str, list[dict]], data: dict, cfg: DictConfig, spec: PromptSpec,
+                     pred_dir: Path) -> dict[int, dict[str, list[dict]]]:
+    """{k: {subset: records}}: the checkpoint with the first ``k`` references per side, unswapped pairs, for each
+    ``bench.refs_sweep`` count. Each count has its own prediction files (``model_refs<k>``: resumable); the count
+    equal to ``prompt.max_refs`` is the main run's predictions."""
+    out: dict[int, dict[str, list[dict]]] = {}
+    for k in parse_sweep(_plain(cfg.bench.get("refs_sweep"))) or []:
+        if k == spec.max_refs:
+            out[k] = main_records
+            continue
+        log.info("reference-count sweep: %d per side", k)
+        out[k] = score_system(f"model_refs{k}", respond.with_spec(replace(spec, max_refs=k)), data, cfg, pred_dir, swap=False)
+    return out
+
+
 def run(cfg: DictConfig) -> dict:
     validate(cfg)
     if world_size() > 1:  # form the process group before anything waits on it
@@ -317,6 +353,7 @@ def run(cfg: DictConfig) -> dict:
     log.info("subsets: %s", ", ".join(f"{k} ({len(v[0])})" for k, v in data.items()))
 
     all_records: dict[str, dict[str, list[dict]]] = {}
+    sweep_records: dict[int, dict[str, list[dict]]] = {}
     timings: dict[str, float] = {}
     batch_times: dict[str, list] = {}
     model_path = None
@@ -340,6 +377,8 @@ def run(cfg: DictConfig) -> dict:
         all_records[name] = score_system(name.replace("extra:", "extra_").replace("/", "_"), respond, data, cfg, run_dir / "predictions",
                                          batch_times[name])
         timings[name] = time.time() - t0
+        if name == "model" and cfg.bench.get("refs_sweep"):
+            sweep_records = score_refs_sweep(respond, all_records[name], data, cfg, spec, run_dir / "predictions")
         del respond
 
     if not is_main_process():
@@ -387,6 +426,9 @@ def run(cfg: DictConfig) -> dict:
                 per = {s: v for s, v in per.items() if v is not None}
                 if per:
                     results["pred_comparisons"][f"{label[x]} - {label[y]}"] = per
+    if sweep_records:  # accuracy and parse failures by reference count (the same bootstrap as every accuracy here)
+        results["refs_sweep"] = sweep_results({k: {s: subset_metrics(r, n_boot=int(cfg.metrics.n_boot), seed=int(cfg.seed), compute_similarity=False)
+                                                   for s, r in recs.items()} for k, recs in sweep_records.items()})
     if model_path is not None and cfg.get("calibration") is not None:
         from preferthinker.evaluation.calibration_metrics import add_calibration
 

@@ -24,8 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from preferthinker.data.loading import PromptSpec, build_examples, image_root_for
 from preferthinker.data.schema import load_train_jsonl
 from preferthinker.runtime import ConfigError, check, is_main_process, setup_run, write_json
-from preferthinker.train.sft import (distributed_report, fault_injection_callbacks, make_args, peft_config, plot_curves, save_final,
-                                     throughput, train_with_resume, trainer_kwargs, validate_common)
+from preferthinker.train.sft import (distributed_report, fault_injection_callbacks, make_args, peft_config, plot_curves, ref_draw,
+                                     save_final, throughput, train_with_resume, trainer_kwargs, validate_common)
 
 log = logging.getLogger("preferthinker.grpo")
 
@@ -162,7 +162,8 @@ def run(cfg: DictConfig) -> dict:
     # 4. dataset: conversational prompt (official interleaving via image placeholders) + images + reward columns
     from datasets import Dataset
 
-    rows = build_examples(records, image_root, spec, kind="grpo", processor=processor, max_length=cfg.get("max_length"), source=str(train_path))
+    rows = build_examples(records, image_root, spec, kind="grpo", processor=processor, max_length=cfg.get("max_length"), source=str(train_path),
+                          ref_draw=ref_draw(cfg), seed=int(cfg.seed))  # data.refs_per_side: 1-5 references per side per row
     train_ds = Dataset.from_list(rows)
 
     # 5. trainer

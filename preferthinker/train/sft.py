@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from preferthinker.data.loading import (PromptSpec, build_alignment_examples, build_check_examples, build_examples, build_read_examples,
                                         build_total_examples, corpus_for_tokenizer, image_root_for, profile_terms)
+from preferthinker.data.refs import RefDraw, parse_ref_draw
 from preferthinker.data.sft_formats import load_sft_records
 from preferthinker.runtime import ConfigError, check, is_main_process, setup_run, write_json
 
@@ -32,8 +33,21 @@ log = logging.getLogger("preferthinker.sft")
 # pieces shared with the GRPO recipe (kept small and explicit; the recipes stay readable on their own)
 
 
+def ref_draw(cfg: DictConfig) -> RefDraw | None:
+    """``data.refs_per_side`` and ``data.refs_paired`` as a RefDraw (None: every reference up to prompt.max_refs); a bad value is a
+    ConfigError naming the key (see preferthinker/data/refs.py for the forms)."""
+    value = cfg.data.get("refs_per_side")
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    try:
+        return parse_ref_draw(value, cfg.data.get("refs_paired", False))
+    except ValueError as e:
+        raise ConfigError(f"{e}. Use null (all references), an int or a list such as [1, 2, 3, 5]; refs_paired true or false") from None
+
+
 def validate_common(cfg: DictConfig) -> None:
     """Fail early on settings that cannot work, naming the key and the fix."""
+    ref_draw(cfg)
     check(cfg.prompt.style in ("official", "compact"), "prompt.style", cfg.prompt.style, "choose official or compact")
     check(cfg.prompt.system in ("official", "compact", "none", None), "prompt.system", cfg.prompt.system, "choose official, compact or none")
     check(1 <= int(cfg.prompt.max_refs) <= 64, "prompt.max_refs", cfg.prompt.max_refs, "use 1..64 references per side (official: 5)")
@@ -424,7 +438,11 @@ def run(cfg: DictConfig) -> dict:
     from datasets import Dataset
 
     max_length = cfg.get("max_length")
-    rows = build_examples(train_recs, image_root, spec, kind="sft", processor=processor, max_length=max_length, source=str(train_path))
+    draw = ref_draw(cfg)  # 1-5 references per side per row (data.refs_per_side), drawn per record, seeded
+    if draw is not None:
+        log.info("references per side drawn per record from %s (%s)", list(draw.counts), "one count for both sides" if draw.paired else "each side on its own")
+    rows = build_examples(train_recs, image_root, spec, kind="sft", processor=processor, max_length=max_length, source=str(train_path),
+                          ref_draw=draw, seed=int(cfg.seed))
     schedule = str(cfg.data.get("align_schedule") or "mixed")
     aux: list[dict] = []
     if int(cfg.data.get("align_per_record") or 0) > 0:  # vision-alignment rows (see build_alignment_examples)
@@ -466,7 +484,8 @@ def run(cfg: DictConfig) -> dict:
         log.info("%d single-image alignment rows, %d text-only check rows, %d candidate-reading rows, %d add-up rows (%s)", n_align,
                  n_check, n_read, n_total, {"first": "all before the CoT rows", "only": "no CoT rows"}.get(schedule, "mixed in"))
     train_ds = Dataset.from_list(rows)
-    val_ds = (Dataset.from_list(build_examples(val_recs, image_root, spec, kind="sft", processor=processor, max_length=max_length, source=str(train_path)))
+    val_ds = (Dataset.from_list(build_examples(val_recs, image_root, spec, kind="sft", processor=processor, max_length=max_length, source=str(train_path),
+                                                 ref_draw=draw, seed=int(cfg.seed)))
               if val_recs else None)
 
     # 4. trainer

@@ -1,0 +1,101 @@
+"""How many reference images per side a training row shows: a per-record draw of 1 to 5.
+
+Real users rarely have exactly five liked and five disliked images; a model trained only on full
+reference sets fails to answer when shown two (issue #27). ``data.refs_per_side`` makes the training rows
+show a drawn subset instead:
+
+- ``null`` (or absent): every reference up to ``prompt.max_refs``, as the released code slices ``[:5]``.
+- an int ``k``: exactly ``k`` per side (capped at what the record has).
+- a list of allowed counts, e.g. ``[1, 2, 3, 5]``: one drawn uniformly per side.
+- a mapping ``{min: 1, max: 5}`` (optionally ``paired: true``): a count drawn uniformly in [min, max]. From the
+  command line replace the list with ``~data.refs_per_side +data.refs_per_side={min:1,max:3}`` (Hydra does not
+  merge a mapping into a list).
+
+The liked and disliked counts are drawn independently (``data.refs_paired: false``, the default), because users
+hold uneven sets (three likes, one dislike); ``refs_paired: true`` draws one count for both sides. Which references are
+kept is drawn too (a seeded subset, in the record's order), so the model does not learn that only the first
+images matter. Each draw is seeded from the run's seed and the record's identity (its candidate and reference
+paths), never from its position, so a resumed run, a reshuffled file or another worker sees the same rows.
+
+The SFT target does not change with the subset: the synthetic teacher writes the user's true profile, which
+is what a model should infer from any subset that shows it.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MAX_COUNT = 64  # an absurd count is a config typo, not a request
+
+
+@dataclass(frozen=True)
+class RefDraw:
+    """Allowed reference counts per side and whether both sides share one draw."""
+
+    counts: tuple[int, ...]
+    paired: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            raise ValueError("data.refs_per_side: no allowed reference count")
+        bad = [c for c in self.counts if not isinstance(c, int) or isinstance(c, bool) or not 1 <= c <= MAX_COUNT]
+        if bad:
+            raise ValueError(f"data.refs_per_side: counts must be integers in 1..{MAX_COUNT}, got {bad}")
+
+
+def parse_ref_draw(value: Any, paired: bool = False) -> RefDraw | None:
+    """``data.refs_per_side`` from the config (None, int, list of ints or {min, max, paired}) and ``data.refs_paired``
+    -> RefDraw | None. Raises ValueError naming the field for anything else."""
+    if value is None:
+        return None
+    if not isinstance(paired, bool):
+        raise ValueError(f"data.refs_paired: expected true or false, got {paired!r}")
+    if isinstance(value, bool):
+        raise ValueError(f"data.refs_per_side: expected null, an int, a list of ints or {{min, max}}, got {value!r}")
+    if isinstance(value, int):
+        return RefDraw((value,), paired)
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"min", "max", "paired"}
+        if unknown:
+            raise ValueError(f"data.refs_per_side: unknown keys {sorted(unknown)}; use min, max, paired")
+        try:
+            lo, hi = int(value.get("min", 1)), int(value.get("max", 5))
+        except (TypeError, ValueError):
+            raise ValueError(f"data.refs_per_side: min and max must be integers, got {dict(value)!r}") from None
+        if lo > hi:
+            raise ValueError(f"data.refs_per_side: min={lo} > max={hi}")
+        if lo < 1 or hi > MAX_COUNT:
+            raise ValueError(f"data.refs_per_side: min and max must lie in 1..{MAX_COUNT}, got {lo}..{hi}")
+        return RefDraw(tuple(range(lo, hi + 1)), paired=bool(value.get("paired", paired)))
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        counts = tuple(value)
+        if any(isinstance(c, bool) or not isinstance(c, int) for c in counts):
+            raise ValueError(f"data.refs_per_side: a list must hold integers, got {list(value)!r}")
+        return RefDraw(tuple(sorted(set(counts))), paired)
+    raise ValueError(f"data.refs_per_side: expected null, an int, a list of ints or {{min, max}}, got {value!r}")
+
+
+def record_key(image_a: str, image_b: str, preferred: Sequence[str], non_preferred: str | Sequence[str]) -> int:
+    """A stable integer naming a record by its content (paths), independent of its position in a file."""
+    text = "\x1f".join([image_a, image_b, *preferred, "\x1e", *non_preferred])
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def draw_refs(preferred: Sequence[str], non_preferred: Sequence[str], draw: RefDraw, *, seed: int, key: int,
+              max_refs: int) -> tuple[list[str], list[str]]:
+    """The references one row shows: per side a seeded subset (record order kept) of a drawn size, at most
+    ``max_refs`` and at most what the side has. Lists that are empty stay empty (no reference part)."""
+    rng = random.Random(f"{seed}:{key}")  # str seeds hash stably (sha512), unlike hash()
+
+    def pick(paths: Sequence[str], k: int) -> list[str]:
+        k = min(k, max_refs, len(paths))
+        keep = sorted(rng.sample(range(len(paths)), k))
+        return [paths[i] for i in keep]
+
+    k_liked = rng.choice(draw.counts)
+    k_disliked = k_liked if draw.paired else rng.choice(draw.counts)
+    return pick(preferred, k_liked), pick(non_preferred, k_disliked)
