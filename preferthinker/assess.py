@@ -146,24 +146,13 @@ def _processor_bounds(processor: Any) -> tuple[int | None, int | None]:
     return (int(lo) if lo else None), (int(hi) if hi else None)
 
 
-def _latest_checkpoint(root: Path) -> str | None:
-    finals = [p.parent for pattern in ("grpo/*/final/config.json", "sft/*/final/config.json", "pipeline/*/*/final/config.json")
-              for p in root.glob(pattern)]
-    return str(max(finals, key=lambda p: (p / "config.json").stat().st_mtime)) if finals else None
-
-
 def resolve_checkpoint(path: str | os.PathLike | None) -> str:
-    """``"latest"`` (or None) -> the newest finished ``final`` folder under ``./outputs`` (SFT, GRPO or
-    pipeline runs); anything else is returned as given (``load_model_and_processor`` checks it)."""
-    if path is None or str(path) == "latest":
-        found = _latest_checkpoint(Path("outputs"))
-        if found is None:
-            from preferthinker.modeling import ModelLoadError
+    """``latest`` (or None), ``latest_sft``, ``latest_grpo`` -> the newest finished checkpoint under ``./outputs`` by
+    ``preferthinker.runtime.resolve_checkpoint`` (the rule GRPO and eval use); anything else is returned as given
+    (``load_model_and_processor`` checks it)."""
+    from preferthinker.runtime import resolve_checkpoint as resolve
 
-            raise ModelLoadError("no trained checkpoint found under ./outputs (outputs/{sft,grpo}/<run>/final or "
-                                 "outputs/pipeline/<run>/<stage>/final); pass the checkpoint folder explicitly (--model CKPT)")
-        return found
-    return os.fspath(path)
+    return resolve(None if path is None else os.fspath(path), key="--model")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -45,7 +45,8 @@ examples:
   # check a data file against the official schema (and that every image exists)
   preferthinker validate-data data/synthetic/train/sft.jsonl
 
---model latest (the default) is the newest finished run under ./outputs. A folder passed to --liked or
+--model latest (the default) is the newest finished SFT or GRPO checkpoint under ./outputs (latest_sft,
+latest_grpo: of that kind; the rule GRPO and eval use). A folder passed to --liked or
 --disliked contributes its image files sorted by name; repeat the flag for several files or folders.
 """
 

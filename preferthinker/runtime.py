@@ -154,3 +154,41 @@ def check(cond: bool, key: str, value: Any, fix: str) -> None:
     """Raise ConfigError naming ``key`` and ``value`` with ``fix`` unless ``cond``."""
     if not cond:
         raise ConfigError(f"{key}={value!r}: {fix}")
+
+
+# --------------------------------------------------------------------------------------------------
+# the one checkpoint resolver (GRPO's model.path, eval's model.path, the Assessor's / CLI's --model)
+
+CHECKPOINT_SPECS = ("latest", "latest_sft", "latest_grpo")
+# where finished checkpoints live under the outputs root, by kind: plain recipe runs (outputs/<task>/<run>/final) and
+# the pipeline's answer-producing stages (outputs/pipeline/<run>/<stage>/final). The pipeline's auxiliary stages
+# (align_first, align, checks) are not candidates: they never write a whole response.
+CHECKPOINT_GLOBS = {"sft": ("sft/*/final", "pipeline/*/sft/final", "pipeline/*/sft2/final"),
+                    "grpo": ("grpo/*/final", "pipeline/*/grpo_rl/final", "pipeline/*/grpo_pr/final")}
+
+
+def finished_checkpoints(kind: str | None = None, root: str | Path = "outputs") -> list[Path]:
+    """Finished ``final/`` folders (holding config.json) of ``kind`` (sft, grpo, or None for both), oldest first
+    (by the time config.json was written: the run's last save)."""
+    kinds = CHECKPOINT_GLOBS if kind is None else {kind: CHECKPOINT_GLOBS[kind]}
+    found = {p.parent for globs in kinds.values() for g in globs for p in Path(root).glob(g + "/config.json")}
+    return sorted(found, key=lambda d: ((d / "config.json").stat().st_mtime, str(d)))
+
+
+def resolve_checkpoint(spec: Any, root: str | Path = "outputs", key: str = "model.path") -> str:
+    """``latest`` -> the newest finished SFT or GRPO checkpoint under ``root``; ``latest_sft`` / ``latest_grpo`` -> the newest
+    of that kind (see CHECKPOINT_GLOBS); anything else is returned as given (the loader checks the folder). The same rule
+    for GRPO (its starting point), eval and the Assessor; the choice is logged. None counts as ``latest``."""
+    spec = "latest" if spec is None else str(spec)
+    if spec not in CHECKPOINT_SPECS:
+        return spec
+    kind = None if spec == "latest" else spec.split("_", 1)[1]
+    finals = finished_checkpoints(kind, root)
+    if not finals:
+        globs = [f"{root}/{g}" for k, gs in CHECKPOINT_GLOBS.items() if kind in (None, k) for g in gs]
+        what = "SFT or GRPO" if kind is None else kind.upper()
+        raise ConfigError(f"{key}={spec}: no finished {what} checkpoint under {root}/ (looked for {', '.join(globs)}). Train one "
+                          f"first (python scripts/train_sft.py, or python scripts/run_pipeline.py), or pass the checkpoint folder")
+    log.info("%s=%s -> %s (newest of %d finished)", key, spec, finals[-1], len(finals))
+    return str(finals[-1])
+

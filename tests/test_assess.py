@@ -61,7 +61,7 @@ def user(mini_data) -> dict:
 
 
 def test_save_final_writes_prompt_settings(tmp_path, mini_data, tiny_model):
-    from preferthinker.train.sft import save_final
+    from preferthinker.train.common import save_final
 
     class StubTrainer:
         def save_model(self, out):

@@ -12,7 +12,7 @@ def test_official_grpo_preset_has_the_released_hyper_parameters(tmp_path):
     from trl import GRPOConfig
 
     from preferthinker.train.grpo import validate
-    from preferthinker.train.sft import make_args, trainer_kwargs
+    from preferthinker.train.common import make_args, trainer_kwargs
 
     cfg = compose("grpo", ["+experiment=official_grpo_7b", "model.path=/ckpt/sft", "deepspeed=none", "logger=none"])
     t = cfg.trainer
@@ -32,7 +32,7 @@ def test_official_grpo_preset_has_the_released_hyper_parameters(tmp_path):
 def test_official_sft_preset_is_a_valid_sft_config(tmp_path):
     from trl import SFTConfig
 
-    from preferthinker.train.sft import make_args, trainer_kwargs
+    from preferthinker.train.common import make_args, trainer_kwargs
 
     cfg = compose("sft", ["+experiment=official_sft_7b", "model.path=/ckpt/qwen", "deepspeed=none", "logger=none"])
     assert (cfg.prompt.style, cfg.prompt.system) == ("official", "official") and cfg.max_length is None

@@ -98,7 +98,7 @@ def test_rows_show_the_drawn_subset_with_unchanged_targets(mini_data):
 def test_config_defaults_and_bad_override_is_a_config_error():
     from tests.conftest import compose
     from preferthinker.runtime import ConfigError
-    from preferthinker.train.sft import ref_draw
+    from preferthinker.train.common import ref_draw
 
     assert ref_draw(compose("sft", [])) == RefDraw((1, 2, 3, 4, 5))  # synthetic default: 1-5 per side
     assert ref_draw(compose("grpo", [])) == RefDraw((1, 2, 3, 4, 5))

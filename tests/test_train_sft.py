@@ -33,7 +33,7 @@ def test_tiny_model_is_built_with_whole_word_profile_terms(mini_data, tmp_path):
 
     from preferthinker.data.loading import PromptSpec, corpus_for_tokenizer, profile_terms
     from preferthinker.data.schema import load_train_jsonl
-    from preferthinker.train.sft import ensure_model
+    from preferthinker.train.common import ensure_model
 
     recs = load_train_jsonl(mini_data / "train" / "sft.jsonl")
     terms = profile_terms(recs)

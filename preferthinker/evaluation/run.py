@@ -41,7 +41,7 @@ from preferthinker.evaluation.refs_sweep import parse_sweep, sweep_results
 from preferthinker.prompting import STYLES, ImageLoadError
 from preferthinker.prompting import SYSTEMS as PROMPT_SYSTEMS
 from preferthinker.response import NONPREF_TAG, PREF_TAG, parse_response, render_profile_block
-from preferthinker.runtime import ConfigError, check, is_main_process, rank, setup_run, world_size
+from preferthinker.runtime import CHECKPOINT_SPECS, ConfigError, check, is_main_process, rank, resolve_checkpoint, setup_run, world_size
 
 log = logging.getLogger("preferthinker.eval")
 
@@ -183,17 +183,8 @@ def pixel_system(spec: PromptSpec) -> Callable:
 
 
 def resolve_model_path(path: Any) -> str:
-    from preferthinker.train.grpo import latest_final
-
-    if path in (None, "latest"):
-        for stage in ("grpo", "sft"):
-            try:
-                return latest_final(stage)
-            except ConfigError:
-                continue
-        raise ConfigError("model.path=latest: no finished run under outputs/grpo or outputs/sft; pass model.path=<checkpoint>")
-    if path in ("latest_sft", "latest_grpo"):
-        return latest_final(path.split("_")[1])
+    if path is None or str(path) in CHECKPOINT_SPECS:
+        return resolve_checkpoint(path)
     if not Path(str(path)).is_dir():
         from preferthinker.modeling import ModelLoadError
 

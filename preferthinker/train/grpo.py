@@ -23,9 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from preferthinker.data.loading import PromptSpec, build_examples, image_root_for
 from preferthinker.data.schema import load_train_jsonl
-from preferthinker.runtime import ConfigError, check, is_main_process, setup_run, write_json
-from preferthinker.train.sft import (distributed_report, fault_injection_callbacks, make_args, peft_config, plot_curves, ref_draw,
-                                     save_final, throughput, train_with_resume, trainer_kwargs, validate_common)
+from preferthinker.runtime import ConfigError, check, is_main_process, resolve_checkpoint, setup_run, write_json
+from preferthinker.train.common import (distributed_report, fault_injection_callbacks, make_args, peft_config, plot_curves, ref_draw,
+                                        save_final, throughput, train_with_resume, trainer_kwargs, validate_common)
 
 log = logging.getLogger("preferthinker.grpo")
 
@@ -115,15 +115,6 @@ def step_times(history: list[dict]) -> dict:
             "steps": len(times)}
 
 
-def latest_final(stage: str, root: str | Path = "outputs") -> str:
-    """Newest ``outputs/<stage>/<run>/final`` (for chaining the default pipeline)."""
-    finals = sorted(Path(root, stage).glob("*/final/config.json"), key=lambda p: p.stat().st_mtime)
-    if not finals:
-        raise ConfigError(f"no finished {stage} run under {root}/{stage}/ - run `python scripts/train_{stage}.py` first, "
-                          f"or pass model.path=<checkpoint folder>")
-    return str(finals[-1].parent)
-
-
 def run(cfg: DictConfig) -> dict:
     validate(cfg)
     run_dir = setup_run(cfg, "grpo")
@@ -142,7 +133,7 @@ def run(cfg: DictConfig) -> dict:
     # 2. policy = the SFT checkpoint
     from preferthinker.modeling import count_parameters, load_model_and_processor
 
-    model_path = str(cfg.model.path) if cfg.model.path not in (None, "latest_sft") else latest_final("sft")
+    model_path = resolve_checkpoint(cfg.model.path)
     if not (Path(model_path) / "config.json").is_file() and not (Path(model_path) / "adapter_config.json").is_file():
         raise ConfigError(f"model.path={model_path}: not a checkpoint folder (no config.json). GRPO starts from the SFT "
                           f"checkpoint: pass model.path=outputs/sft/<run>/final")
