@@ -21,7 +21,7 @@ PY
 python3 benchmarks/make_shaped_checkpoint.py --processor-from /tmp/tinyproc --out /tmp/qwen7b --shape 7b || exit 1
 say "7B-shaped checkpoint written"
 for Z in zero2 zero3; do
-  timeout 240 python3 -m torch.distributed.run --nproc_per_node 1 --master_port 29601 scripts/train_sft.py model=qwen2_5_vl_7b model.path=/tmp/qwen7b \
+  timeout 240 python3 -m torch.distributed.run --nproc_per_node 1 --master_port 29601 scripts/train_sft.py model=qwen2_5_vl_7b curriculum=none model.path=/tmp/qwen7b \
     model.max_pixels=200704 data.root=/tmp/syn448 data.val_samples=0 data.align_per_record=0 deepspeed=$Z peft=lora logger=none \
     trainer.max_steps=$STEPS trainer.per_device_train_batch_size=2 trainer.gradient_checkpointing=true trainer.save_strategy=no \
     trainer.learning_rate=1e-4 trainer.logging_steps=1 merge_lora=false run_dir=/tmp/run_$Z > "$OUT/sft_$Z.log" 2>&1

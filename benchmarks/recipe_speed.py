@@ -118,7 +118,7 @@ def launches(stage: str, paths: dict[str, Path], shape: dict, work: Path) -> dic
             f"trainer.max_steps={shape['steps']}", f"trainer.num_generations={g}", f"trainer.per_device_train_batch_size={shape['grpo_batch']}",
             "trainer.gradient_accumulation_steps=1", f"trainer.max_completion_length={shape['completion']}", "trainer.learning_rate=1e-5",
             "trainer.mask_truncated_completions=false"]  # random weights never stop: keep the loss non-trivial
-    sft = [*common, f"model.path={paths['sft_model']}", "peft=none", f"trainer.max_steps={shape['sft_steps']}",
+    sft = [*common, f"model.path={paths['sft_model']}", "curriculum=none", "peft=none", f"trainer.max_steps={shape['sft_steps']}",
            "trainer.learning_rate=1e-5", "trainer.warmup_steps=0"]
     return {
         "grpo_project": [*grpo, "rollout=fast", "trainer.gradient_checkpointing=false", f"run_dir={work / stage / 'grpo_project'}"],

@@ -64,13 +64,19 @@ def train_overrides(mini_data: Path, tiny_model: Path, run_dir: Path, **extra) -
     return [f"{k}={v}" for k, v in over.items()]
 
 
+def sft_overrides(mini_data: Path, tiny_model: Path, run_dir: Path, **extra) -> list[str]:
+    """train_overrides for the SFT recipe: one phase per call (curriculum=none) unless ``curriculum`` is given;
+    tests/test_curriculum.py runs the phases."""
+    return train_overrides(mini_data, tiny_model, run_dir, **{"curriculum": "none", **extra})
+
+
 @pytest.fixture(scope="session")
 def sft_model(tmp_path_factory, mini_data, tiny_model) -> Path:
     """A tiny model SFT-trained on the mini data long enough to write answers (a GRPO starting point)."""
     from preferthinker.train.sft import run
 
     run_dir = tmp_path_factory.mktemp("sft_fixture") / "run"
-    cfg = compose("sft", train_overrides(mini_data, tiny_model, run_dir, **{"trainer.max_steps": 60, "trainer.save_strategy": "no",
+    cfg = compose("sft", sft_overrides(mini_data, tiny_model, run_dir, **{"trainer.max_steps": 60, "trainer.save_strategy": "no",
                                                                           "trainer.learning_rate": 3e-3, "trainer.warmup_steps": 0}))
     run(cfg)
     return run_dir / "final"

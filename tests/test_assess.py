@@ -19,7 +19,7 @@ from preferthinker.assess import AssessInputError, Assessor, Comparison, Verdict
 from preferthinker.prompting import ImageLoadError
 from preferthinker.response import Assessment, parse_response, render_response
 from preferthinker.retry import RetryPolicy, in_given_names
-from tests.conftest import compose, train_overrides
+from tests.conftest import compose, sft_overrides
 
 MAX_NEW = 12  # tokens per response in real-model tests: enough to compare texts, cheap on CPU
 
@@ -68,14 +68,14 @@ def test_save_final_writes_prompt_settings(tmp_path, mini_data, tiny_model):
             Path(out).mkdir(parents=True, exist_ok=True)
 
     processor = SimpleNamespace(save_pretrained=lambda out: Path(out, "processor_config.json").write_text("{}"))
-    cfg = compose("sft", train_overrides(mini_data, tiny_model, tmp_path, **{"prompt.max_refs": 3}))
+    cfg = compose("sft", sft_overrides(mini_data, tiny_model, tmp_path, **{"prompt.max_refs": 3}))
     final = save_final(StubTrainer(), processor, cfg, tmp_path)
     rec = json.loads((final / "preferthinker.json").read_text())
     assert rec == {"prompt": {"style": "compact", "system": "compact", "max_refs": 3}, "min_pixels": 3136, "max_pixels": 3136, "stage": "sft"}
     found = read_prompt_settings(final)
     assert found["style"] == "compact" and found["max_refs"] == 3 and found["source"].endswith("preferthinker.json")
 
-    lora = compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "lora", peft="lora", merge_lora=False))
+    lora = compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "lora", peft="lora", merge_lora=False))
     final = save_final(StubTrainer(), processor, lora, tmp_path / "lora")
     assert json.loads((final / "adapter" / "preferthinker.json").read_text())["stage"] == "sft"
 

@@ -1,6 +1,5 @@
-"""The main job's runner: the align_first stage trains on single-image rows naming only the hard elements and the align stage
-from it on single-image rows, the checks stage on text-only section rows
-from it, the CoT SFT starts from the checks stage and the second CoT schedule (sft2) from the SFT.
+"""The main job's runner: data -> SFT (train_sft.py running its curriculum; tests/test_curriculum.py runs the phases)
+-> GRPO with and without the prediction reward, both from the curriculum's final/ -> eval -> the ablation table.
 
 Quick tests run ``pipeline.run`` in process with each stage's command recorded; the ``slow`` ones launch the
 script (and, end to end, every training stage) as a user would."""
@@ -13,52 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import REPO
-
-
-@pytest.mark.slow
-def test_pipeline_runs_align_checks_then_sft(mini_data, tiny_model, tmp_path):
-    run_dir = tmp_path / "pipe"
-    common = ["logger=none", "data.val_samples=0", "trainer.max_steps=2", "trainer.save_strategy=no", "trainer.per_device_train_batch_size=4"]
-
-    def as_list(items):  # Hydra list of quoted key=value strings
-        return "[" + ",".join(f"'{x}'" for x in items) + "]"
-
-    cmd = [sys.executable, str(REPO / "scripts" / "run_pipeline.py"), f"run_dir={run_dir}", f"data_dir={mini_data}",
-           f"tiny_model={tiny_model}", "image_size=56", "stages=[align_first,align,checks,sft,sft2]",
-           "align_first=[{elements:[Detail],overrides:" + as_list(common + ["data.align_per_record=2"]) + "},"
-           "{elements:[Art Styles,Detail],overrides:" + as_list(common + ["data.align_per_record=1"]) + "}]", "align=" + as_list(common + ["data.align_per_record=2"]), "checks=" + as_list(common + ["data.check_per_record=1"]),
-           "sft=" + as_list(common + ["data.align_per_record=0"]),
-           "sft2=" + as_list(common + ["data.align_per_record=0", "data.total_rows=true", "trainer.learning_rate=1e-3"])]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    # align_first: phase 1 (Detail alone) from the tiny model, phase 2 (Art Styles + Detail) from phase 1, align from phase 2
-    for k, (elements, rows, start) in enumerate([(["Detail"], 48, tiny_model), (["Art Styles", "Detail"], 24, run_dir / "align_first" / "phase1" / "final")]):
-        phase = run_dir / "align_first" / f"phase{k + 1}"
-        res = json.loads((phase / "results.json").read_text())
-        assert res["align_schedule"] == "only" and res["alignment_rows"] == res["train_samples"] == rows
-        phase_cfg = yaml.safe_load((phase / "sft_config.yaml").read_text())
-        assert phase_cfg["data"]["align_elements"] == elements and phase_cfg["model"]["path"] == str(start)
-    align_cfg = yaml.safe_load((run_dir / "align" / "sft_config.yaml").read_text())
-    assert align_cfg["model"]["path"] == str(run_dir / "align_first" / "phase2" / "final") and align_cfg["data"]["align_elements"] is None
-    align = json.loads((run_dir / "align" / "results.json").read_text())
-    assert align["align_schedule"] == "only" and align["alignment_rows"] == align["train_samples"] == 48
-    checks = json.loads((run_dir / "checks" / "results.json").read_text())
-    assert checks["check_rows"] == checks["train_samples"] == 24 and checks["alignment_rows"] == 0
-    checks_cfg = yaml.safe_load((run_dir / "checks" / "sft_config.yaml").read_text())
-    assert checks_cfg["model"]["path"] == str(run_dir / "align" / "final")
-    sft_cfg = yaml.safe_load((run_dir / "sft" / "sft_config.yaml").read_text())
-    assert sft_cfg["model"]["path"] == str(run_dir / "checks" / "final")
-    assert sft_cfg["model"]["min_pixels"] == sft_cfg["model"]["max_pixels"] == 56 * 56  # image_size=56 reaches every stage
-    assert (run_dir / "sft" / "final" / "config.json").is_file()
-    # sft2: a second schedule from sft/final with its own overrides (here the add-up rows)
-    sft2_cfg = yaml.safe_load((run_dir / "sft2" / "sft_config.yaml").read_text())
-    assert sft2_cfg["model"]["path"] == str(run_dir / "sft" / "final") and sft2_cfg["trainer"]["learning_rate"] == 1e-3
-    sft2 = json.loads((run_dir / "sft2" / "results.json").read_text())
-    assert sft2["total_rows"] == 24 and sft2["final_model"] == str(run_dir / "sft2" / "final")
-    assert set(json.loads((run_dir / "pipeline.json").read_text())["stage_seconds"]) == {"align_first", "align", "checks", "sft", "sft2"}
 
 
 def _pipeline(*overrides: str) -> subprocess.CompletedProcess:
@@ -76,10 +31,10 @@ def _run_in_process(tmp_path, *overrides: str):
 
 @pytest.mark.slow
 def test_pipeline_script_reports_a_bad_override_and_exits_2(tmp_path):
-    out = _pipeline(f"run_dir={tmp_path / 'pipe'}", f"data_dir={tmp_path / 'data'}", "image_size=50", "stages=[align]")
+    out = _pipeline(f"run_dir={tmp_path / 'pipe'}", f"data_dir={tmp_path / 'data'}", "image_size=50", "stages=[sft]")
     assert out.returncode == 2
     assert "image_size" in out.stderr and "multiple of 28" in out.stderr, out.stderr[-2000:]
-    assert not (tmp_path / "pipe" / "align").exists()  # Hydra makes the run dir itself; no stage ran
+    assert not (tmp_path / "pipe" / "sft").exists()  # Hydra makes the run dir itself; no stage ran
 
 
 @pytest.mark.parametrize("size", ["50", "0", "2048", "big"])
@@ -87,20 +42,17 @@ def test_pipeline_rejects_a_bad_image_size(size, tmp_path):
     from preferthinker.runtime import ConfigError
 
     with pytest.raises(ConfigError, match="image_size.*multiple of 28"):
-        _run_in_process(tmp_path, f"image_size={size}", "stages=[align]")
+        _run_in_process(tmp_path, f"image_size={size}", "stages=[sft]")
     assert not (tmp_path / "pipe").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["stages=[align_detail,align]"], "now align_first"),
-    (["stages=[align_first,align]", "align_first=[{elements:[Brushwork]}]"], "align_first[0].elements"),
-    (["stages=[align_first,align]", "align_first=[{elements:[Detail]},{elements:[]}]"], "align_first[1].elements"),
-    (["stages=[align_first,align]", "align_first=[{elements:[Detail],overrides:[epochs]}]"], "align_first[0].overrides"),
-    (["stages=[align_first,align]", "align_first=[]"], "list of phases"),
-    (["stages=[align_first,align]", "align_first=[Detail]"], "align_first[0].elements"),
-    (["stages=[align,train]"], "unknown stage 'train'"),
+    (["stages=[align_detail,sft]"], "stage 'align_detail' is now a phase of the SFT curriculum"),
+    (["stages=[data,align_first,align,checks,sft,sft2]"], "stage 'align_first' is now a phase of the SFT curriculum"),
+    (["stages=[sft,train]"], "unknown stage 'train'"),
+    (["sft_curriculum=tiny999"], "choose one of ['none', 'tiny112', 'tiny112_plain', 'tiny56']"),
 ])
-def test_pipeline_rejects_bad_stages_and_phases(overrides, message, tmp_path):
+def test_pipeline_rejects_bad_stages_and_curricula(overrides, message, tmp_path):
     from preferthinker.runtime import ConfigError
 
     with pytest.raises(ConfigError) as err:
@@ -116,7 +68,7 @@ def test_pipeline_refuses_data_rendered_at_another_size(tmp_path):
     data.mkdir()
     (data / "manifest.json").write_text(json.dumps({"image_size": 56}))
     with pytest.raises(ConfigError, match="rendered at 56"):
-        _run_in_process(tmp_path, "image_size=112", "stages=[data,align]")
+        _run_in_process(tmp_path, "image_size=112", "stages=[data,sft]")
     assert not (tmp_path / "pipe").exists()
 
 
@@ -134,7 +86,7 @@ class _Recorder:
         if script == "make_data.py":
             out = Path(args["out_dir"])
             out.mkdir(parents=True, exist_ok=True)
-            (out / "manifest.json").write_text(json.dumps({"image_size": 112}))
+            (out / "manifest.json").write_text(json.dumps({"image_size": int(args.get("image_size", 56))}))
             return
         run_dir = Path(args["run_dir"])
         if script == "eval.py":
@@ -156,37 +108,28 @@ class _Recorder:
 
 
 def test_default_pipeline_chains_every_stage_from_the_previous_one(tmp_path, monkeypatch):
-    """The default config, with each stage's process recorded: the two-phase vision curriculum (Detail, then
-    Art Styles with Detail) before align, each stage from the previous one's final/, GRPO from sft2, the eval
-    comparing every trained stage; then the ablation table; a re-run skips what is finished."""
+    """The default config, with each stage's process recorded: the data at 56 pixels, one train_sft.py call running
+    the tiny56 curriculum (train_sft.py's own default) from the tiny model, both GRPO stages from its final/, the eval comparing every trained
+    stage; then the ablation table and the timing table; a re-run skips what is finished."""
     from preferthinker import pipeline
 
     rec = _Recorder()
     monkeypatch.setattr(pipeline, "_call", rec)
-    summary = _run_in_process(tmp_path, "tiny_model=/models/tiny")
+    summary = _run_in_process(tmp_path, "tiny_model=/models/tiny", "sft=['trainer.logging_steps=5']")
     pipe = tmp_path / "pipe"
-    assert [script for script, _ in rec.calls] == ["make_data.py"] + ["train_sft.py"] * 6 + ["train_grpo.py"] * 2 + ["eval.py"]
-    assert rec.calls[0][1]["image_size"] == "112"
-    expected = [
-        (pipe / "align_first" / "phase1", "/models/tiny"),
-        (pipe / "align_first" / "phase2", pipe / "align_first" / "phase1" / "final"),
-        (pipe / "align", pipe / "align_first" / "phase2" / "final"),
-        (pipe / "checks", pipe / "align" / "final"),
-        (pipe / "sft", pipe / "checks" / "final"),
-        (pipe / "sft2", pipe / "sft" / "final"),
-        (pipe / "grpo_rl", pipe / "sft2" / "final"),
-        (pipe / "grpo_pr", pipe / "sft2" / "final"),
-        (pipe / "eval", pipe / "grpo_pr" / "final"),
-    ]
+    assert [script for script, _ in rec.calls] == ["make_data.py", "train_sft.py", "train_grpo.py", "train_grpo.py", "eval.py"]
+    assert rec.calls[0][1]["image_size"] == "56"
+    expected = [(pipe / "sft", "/models/tiny"), (pipe / "grpo_rl", pipe / "sft" / "final"), (pipe / "grpo_pr", pipe / "sft" / "final"),
+                (pipe / "eval", pipe / "grpo_pr" / "final")]
     assert rec.starts() == [(str(d), str(m)) for d, m in expected]
-    phases = [args for _, args in rec.calls[1:3]]
-    assert [a["data.align_elements"] for a in phases] == ["[Detail]", "[Art Styles,Detail]"]
-    assert all(a["data.align_schedule"] == "only" and a["model.min_pixels"] == a["model.max_pixels"] == str(112 * 112)
-               for a in phases)
+    sft = rec.calls[1][1]
+    assert sft["curriculum"] == "tiny56" and sft["trainer.logging_steps"] == "5"
+    assert sft["model.min_pixels"] == sft["model.max_pixels"] == str(56 * 56) and sft["data.root"] == str(tmp_path / "data")
     grpo = {Path(a["run_dir"]).name: a["reward"] for s, a in rec.calls if s == "train_grpo.py"}
     assert grpo == {"grpo_rl": "acc_format", "grpo_pr": "paper"}
     eval_args = rec.calls[-1][1]
-    assert f"+extra_models.SFT={pipe / 'sft2' / 'final'}" in eval_args["+"]
+    assert eval_args["bench.max_samples"] == "100"   # the default eval: 100 users per split, both orders
+    assert f"+extra_models.SFT={pipe / 'sft' / 'final'}" in eval_args["+"]
     assert f"+extra_models.SFT_RL={pipe / 'grpo_rl' / 'final'}" in eval_args["+"]
     # the ablation table: paper row order, SFT_RL shown as SFT+RL, accuracy [CI] and Pred per subset
     table = (pipe / "ablation.md").read_text().splitlines()
@@ -195,9 +138,40 @@ def test_default_pipeline_chains_every_stage_from_the_previous_one(tmp_path, mon
     assert [line.split(" | ")[0] for line in table[2:]] == ["| Random", "| Base model", "| SFT", "| SFT+RL", "| SFT+RL+PR"]
     assert table[2] == "| Random | 50.0 [45.0, 55.0] | – | 50.0 |"
     assert table[5] == "| SFT+RL | 90.0 [85.0, 95.0] | 63.5 | 90.0 |"
-    assert set(summary["stage_seconds"]) == {"data", "align_first", "align", "checks", "sft", "sft2", "grpo_rl", "grpo_pr", "eval"}
-    # resume: every stage left its results, so the same command runs nothing
+    assert set(summary["stage_seconds"]) == {"data", "sft", "grpo_rl", "grpo_pr", "eval"}
+    timing = (pipe / "timing.md").read_text().splitlines()
+    assert timing[0] == "| stage | minutes |" and [t.split(" | ")[0] for t in timing[2:]] == [
+        "| data", "| sft", "| grpo_rl", "| grpo_pr", "| eval", "| total"]
+    # resume: every stage left its results, so the same command runs nothing and keeps the first run's timings
     again = _Recorder()
     monkeypatch.setattr(pipeline, "_call", again)
-    _run_in_process(tmp_path, "tiny_model=/models/tiny")
-    assert again.calls == []
+    resumed = _run_in_process(tmp_path, "tiny_model=/models/tiny")
+    assert again.calls == [] and resumed["stage_seconds"] == summary["stage_seconds"]
+
+
+def test_tiny112_preset_sets_the_longer_chain(tmp_path, monkeypatch):
+    """+pipeline_preset=tiny112: 112-pixel data in its own folder, the tiny112 curriculum, eval on all users."""
+    from preferthinker import pipeline
+
+    rec = _Recorder()
+    monkeypatch.setattr(pipeline, "_call", rec)
+    from preferthinker.pipeline import run
+    from tests.conftest import compose
+
+    cfg = compose("pipeline", [f"run_dir={tmp_path / 'pipe'}", "+pipeline_preset=tiny112", "stages=[data,sft,eval]"])
+    assert cfg.data_dir == "data/synthetic112" and cfg.image_size == 112 and list(cfg.eval) == []
+    cfg.data_dir = str(tmp_path / "data112")
+    run(cfg)
+    assert rec.calls[0][1]["image_size"] == "112"
+    assert rec.calls[1][1]["curriculum"] == "tiny112" and rec.calls[1][1]["model.max_pixels"] == str(112 * 112)
+    assert "bench.max_samples" not in rec.calls[2][1]
+
+
+def test_eta_scales_the_expected_minutes_by_the_finished_stages():
+    from preferthinker.pipeline import eta_seconds
+
+    expected = {"data": 1, "sft": 35, "eval": 15}
+    assert eta_seconds({}, ["data", "sft", "eval"], expected) == 51 * 60
+    # the data stage took twice its expectation: the rest is expected to take twice as long too
+    assert eta_seconds({"data": 120.0}, ["sft", "eval"], expected) == 2 * 50 * 60
+    assert eta_seconds({"data": 120.0}, ["unknown"], expected) == 0

@@ -116,7 +116,7 @@ def test_config_defaults_and_bad_override_is_a_config_error():
 @pytest.mark.slow
 def test_sft_recipe_trains_on_drawn_reference_counts(mini_data, tiny_model, tmp_path):
     """The SFT recipe with the per-record draw on (two steps): it builds its rows with the draw and trains."""
-    from tests.conftest import compose, train_overrides
+    from tests.conftest import compose, sft_overrides
     from preferthinker.train import sft
 
     seen: list = []
@@ -128,7 +128,7 @@ def test_sft_recipe_trains_on_drawn_reference_counts(mini_data, tiny_model, tmp_
 
     sft.build_examples = spy
     try:
-        over = train_overrides(mini_data, tiny_model, tmp_path / "run", **{"trainer.max_steps": 2, "trainer.save_strategy": "no",
+        over = sft_overrides(mini_data, tiny_model, tmp_path / "run", **{"trainer.max_steps": 2, "trainer.save_strategy": "no",
                                                                             "data.refs_per_side": "[1,2]"})
         sft.run(compose("sft", over))
     finally:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from preferthinker.runtime import ConfigError
-from tests.conftest import REPO, compose, train_overrides
+from tests.conftest import REPO, compose, sft_overrides
 
 
 def _rows(mini_data, tiny_model, n=2):
@@ -38,7 +38,7 @@ def test_tiny_model_is_built_with_whole_word_profile_terms(mini_data, tmp_path):
     recs = load_train_jsonl(mini_data / "train" / "sft.jsonl")
     terms = profile_terms(recs)
     assert terms and all(t in terms for t in recs[0].prefer_attributes.values() if "," not in t)
-    cfg = compose("sft", train_overrides(mini_data, tmp_path / "tiny", tmp_path / "run", **{"model.build.vocab_size": 1024}))
+    cfg = compose("sft", sft_overrides(mini_data, tmp_path / "tiny", tmp_path / "run", **{"model.build.vocab_size": 1024}))
     tok = AutoTokenizer.from_pretrained(ensure_model(cfg, corpus_for_tokenizer(recs, PromptSpec(style="compact", system="compact")), terms))
     for term in terms:
         tid = tok.convert_tokens_to_ids(term)
@@ -83,7 +83,7 @@ def test_sft_run_trains_saves_and_reloads(mini_data, tiny_model, tmp_path):
 
     from preferthinker.train.sft import run
 
-    cfg = compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "run", **{"trainer.max_steps": 3, "trainer.save_steps": 2}))
+    cfg = compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "run", **{"trainer.max_steps": 3, "trainer.save_steps": 2}))
     res = run(cfg)
     assert res["global_step"] == 3 and res["train_samples"] == 24
     final = tmp_path / "run" / "final"
@@ -108,7 +108,7 @@ def test_vision_learning_rate_trains_the_vision_tower_at_its_own_rate(mini_data,
 
     over = {"trainer.max_steps": 3, "trainer.save_strategy": "no", "trainer.learning_rate": 1e-2, "trainer.warmup_steps": 0,
             "trainer.lr_scheduler_type": "constant", "vision_learning_rate": 1e-9}
-    run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "run", **over)))
+    run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "run", **over)))
     trained = dict(AutoModelForImageTextToText.from_pretrained(tmp_path / "run" / "final").named_parameters())
     base = dict(AutoModelForImageTextToText.from_pretrained(tiny_model).named_parameters())
     shift = {n: (trained[n] - base[n]).abs().max().item() for n in base}
@@ -117,9 +117,9 @@ def test_vision_learning_rate_trains_the_vision_tower_at_its_own_rate(mini_data,
     assert max(shift[n] for n in vision) < 1e-7
     assert max(shift[n] for n in shift if n not in vision) > 1e-3
     with pytest.raises(ConfigError, match="vision_learning_rate"):
-        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad", vision_learning_rate=-1)))
+        run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad", vision_learning_rate=-1)))
     with pytest.raises(ConfigError, match="vision_learning_rate"):
-        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad2", vision_learning_rate=1e-3, **{"model.freeze_vision": True})))
+        run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad2", vision_learning_rate=1e-3, **{"model.freeze_vision": True})))
 
 
 def test_alignment_rows_can_name_chosen_elements_only(mini_data):
@@ -149,7 +149,7 @@ def test_alignment_rows_can_name_chosen_elements_only(mini_data):
 
 
 def _sft_cmd(mini_data, tiny_model, run_dir, *extra, launcher=None):
-    over = train_overrides(mini_data, tiny_model, run_dir, **{"trainer.max_steps": 6, "trainer.save_steps": 2, "trainer.save_total_limit": 5})
+    over = sft_overrides(mini_data, tiny_model, run_dir, **{"trainer.max_steps": 6, "trainer.save_steps": 2, "trainer.save_total_limit": 5})
     return (launcher or [sys.executable]) + [str(REPO / "scripts" / "train_sft.py"), *over, *extra]
 
 
@@ -160,42 +160,42 @@ def test_alignment_stage_and_curriculum(mini_data, tiny_model, tmp_path):
     hold CoT, alignment and check rows side by side; only without auxiliary rows is a config error."""
     from preferthinker.train.sft import run
 
-    only = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "only", **{
+    only = run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "only", **{
         "data.align_per_record": 2, "data.align_schedule": "only", "trainer.max_steps": 2, "trainer.save_strategy": "no"})))
     assert only["alignment_rows"] == 2 * 24 and only["train_samples"] == 2 * 24 and only["align_schedule"] == "only"
-    first = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "first", **{
+    first = run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "first", **{
         "data.align_per_record": 2, "data.align_schedule": "first", "trainer.max_steps": 2, "trainer.save_strategy": "no"})))
     assert first["train_samples"] == 24 + 2 * 24 and first["align_schedule"] == "first"
-    drill = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "drill", **{
+    drill = run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "drill", **{
         "data.check_per_record": 2, "data.align_schedule": "only", "trainer.max_steps": 2, "trainer.save_strategy": "no"})))
     assert drill["check_rows"] == drill["train_samples"] == 24 and drill["alignment_rows"] == 0  # one noted section per mini response
-    uniform = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "uniform", **{
+    uniform = run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "uniform", **{
         "data.check_per_record": 2, "data.check_candidates": "uniform", "data.align_schedule": "only", "trainer.max_steps": 1,
         "trainer.save_strategy": "no"})))
     assert uniform["check_rows"] == 2 * 24
     # text-only check rows, single-image rows and 12-image CoT rows in the same batches
-    mixed = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "mixed", **{
+    mixed = run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "mixed", **{
         "data.check_per_record": 1, "data.align_per_record": 1, "trainer.per_device_train_batch_size": 12, "trainer.max_steps": 2,
         "trainer.save_strategy": "no"})))
     assert mixed["train_samples"] == 3 * 24 and mixed["check_rows"] == 24 and mixed["alignment_rows"] == 24
-    read = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "read", **{
+    read = run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "read", **{
         "data.read_per_record": 2, "trainer.per_device_train_batch_size": 6, "trainer.max_steps": 2, "trainer.save_strategy": "no"})))
     assert read["read_rows"] == 2 * 24 and read["train_samples"] == 24 + 2 * 24
-    totals = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "totals", **{
+    totals = run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "totals", **{
         "data.total_rows": True, "data.align_schedule": "only", "trainer.max_steps": 1, "trainer.save_strategy": "no"})))
     assert totals["total_rows"] == totals["train_samples"] == 24 and totals["alignment_rows"] == 0
     with pytest.raises(ConfigError, match="data.read_per_record"):
-        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad5", **{"data.read_per_record": 3})))
+        run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad5", **{"data.read_per_record": 3})))
     with pytest.raises(ConfigError, match="data.align_per_record"):
-        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad", **{"data.align_per_record": 0, "data.align_schedule": "only"})))
+        run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad", **{"data.align_per_record": 0, "data.align_schedule": "only"})))
     with pytest.raises(ConfigError, match="data.check_per_record"):
-        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad3", **{"data.check_per_record": -1})))
+        run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad3", **{"data.check_per_record": -1})))
     with pytest.raises(ConfigError, match="data.check_candidates"):
-        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad4", **{"data.check_candidates": "random"})))
+        run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad4", **{"data.check_candidates": "random"})))
     with pytest.raises(ConfigError, match="data.align_elements"):
-        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad", **{"data.align_elements": "[Brushwork]"})))
+        run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad", **{"data.align_elements": "[Brushwork]"})))
     with pytest.raises(ConfigError, match="data.align_schedule"):
-        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad2", **{"data.align_schedule": "later"})))
+        run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad2", **{"data.align_schedule": "later"})))
 
 
 @pytest.mark.slow
@@ -263,23 +263,23 @@ def test_speed_switches_are_checked_and_reported(mini_data, tiny_model, tmp_path
     from preferthinker.train import speed as speed_mod
     from preferthinker.train.sft import run
 
-    res = run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "run", **{
+    res = run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "run", **{
         "trainer.max_steps": 1, "trainer.save_strategy": "no", "trainer.gradient_checkpointing": True,
         "trainer.per_device_train_batch_size": 2})))
     assert res["speed"] == {"padding_free": False, "liger_kernel": False, "fused_lm_head": "trl", "attn_implementation": "sdpa",
                             "vision_attn_implementation": "sdpa", "gradient_checkpointing": True, "per_device_train_batch_size": 2,
                             "gradient_accumulation_steps": 1, "bf16": False}
     with pytest.raises(ConfigError, match=r"speed\.padding_free=true: TRL 1\.16's SFTTrainer refuses"):
-        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad1", **{"speed.padding_free": True})))
+        run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad1", **{"speed.padding_free": True})))
     monkeypatch.setattr(speed_mod, "_installed", lambda module: False)
     with pytest.raises(ConfigError, match=r"speed\.liger_kernel=true: liger-kernel is not installed"):
-        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad2", **{"speed.liger_kernel": True})))
+        run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad2", **{"speed.liger_kernel": True})))
     with pytest.raises(ConfigError, match=r"model\.attn_implementation=flash_attention_2: the flash_attn package"):
-        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad3", **{"model.attn_implementation": "flash_attention_2"})))
+        run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad3", **{"model.attn_implementation": "flash_attention_2"})))
     with pytest.raises(ConfigError, match=r"model\.attn_implementation"):
-        run(compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "bad4", **{"model.attn_implementation": "fast"})))
+        run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad4", **{"model.attn_implementation": "fast"})))
     monkeypatch.setattr(speed_mod, "_installed", lambda module: True)
-    cfg = compose("sft", train_overrides(mini_data, tiny_model, tmp_path / "x", **{"speed.liger_kernel": True,
+    cfg = compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "x", **{"speed.liger_kernel": True,
                                                                                   "model.attn_implementation": "flash_attention_2"}))
     assert speed_mod.speed_settings(cfg, cuda=True)["sft_args"] == {"use_liger_kernel": True}
     with pytest.raises(ConfigError, match="CUDA only"):

@@ -6,7 +6,7 @@ SFTConfig -> train (resuming if asked) -> final HF directory (+ merged LoRA) -> 
 Loss covers the assistant response only: samples are conversational prompt/completion pairs, for which
 TRL masks every prompt token (system, user text, image tokens) out of the labels.
 
-    python scripts/train_sft.py                                  # tiny default on CPU
+    python scripts/train_sft.py                                  # tiny default on CPU: the tiny56 curriculum's phases
     accelerate launch --num_processes 8 scripts/train_sft.py model=qwen2_5_vl_7b deepspeed=zero3 run_dir=...
 """
 
@@ -77,7 +77,16 @@ def with_vision_learning_rate(trainer_cls: type, lr: float | None) -> type:
 
 
 def run(cfg: DictConfig) -> dict:
-    """Train, save final/, write results.json; returns the results dict."""
+    """``train_sft.py``: the curriculum's phases in order (``configs/curriculum/``, ``train/curriculum.py``), or one
+    phase with ``curriculum=none``; returns the results dict (the last phase's, plus the curriculum table)."""
+    from preferthinker.train.curriculum import phases_of, run_curriculum
+
+    phases = phases_of(cfg)
+    return run_curriculum(cfg, phases, run_phase) if phases else run_phase(cfg)
+
+
+def run_phase(cfg: DictConfig) -> dict:
+    """One SFT run: train, save final/, write results.json; returns the results dict."""
     from preferthinker.train.speed import speed_report, speed_settings
 
     validate_common(cfg)
