@@ -196,7 +196,7 @@ def test_sampled_retries_are_seeded_bounded_and_restore_greedy(fake, user):
     assert calls[1]["temperature"] == 0.5 and calls[1]["engine"] == "hf"
     assert [(a["order"], a["sampled"]) for a in out.attempts] == [("given", False), ("swapped", False), ("given", True),
                                                                   ("swapped", True), ("given", True)]
-    assert not fake.generator.settings.do_sample and fake.generator.engine == "hf"  # greedy again afterwards
+    assert not fake.generator.settings.do_sample and fake.generator.engine == "fast"  # greedy (auto: fast) again afterwards
     assert any("a sampled retry gave one" in n for n in fake.last_notes)
 
 

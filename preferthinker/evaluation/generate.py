@@ -7,7 +7,9 @@ Two engines give the same greedy tokens (tested in fp32; bf16 rounding can flip 
   per-token step compiled into a CUDA graph on GPUs (``compile``), i.e. one kernel-graph replay per token
   instead of dozens of small launches per layer; greedy only, repetition penalty included.
 
-``engine="auto"`` takes ``fast`` on CUDA for greedy decoding, else ``hf``.
+``engine="auto"`` takes ``fast`` for greedy decoding on any device, ``hf`` for sampling. On the 2-core CPU the
+fast engine gives the tiny default 5.44 samples/s against ``hf``'s 4.53 with the same tokens
+(``benchmarks/cpu_time_split.py``, docs/benchmarks.md): no per-step cache growth or generation-config overhead.
 
 ``Generator.answer_logodds`` scores what was generated: one teacher-forced forward over prompt + response
 up to ``<answer>`` gives log P(answer token of "Image A") - log P(that of "Image B"), the model's own
@@ -72,7 +74,7 @@ class Generator:
         if s.engine == "fast" and s.do_sample:
             raise ValueError("the fast engine decodes greedily (the official protocol); use engine=hf to sample")
         if s.engine == "auto":
-            return "fast" if not s.do_sample and self.device.type == "cuda" else "hf"
+            return "hf" if s.do_sample else "fast"
         return s.engine
 
     def _fast_rollout(self):
