@@ -64,9 +64,10 @@ def timing_table(seconds: dict[str, float]) -> str:
 
 def eta_seconds(done: dict[str, float], remaining: list[str], expected: dict) -> float:
     """Seconds left for ``remaining`` stages: their expected minutes (``eta_minutes``), scaled by how long the stages
-    finished in this invocation took against their own expectation (a slower or busier machine stretches the rest)."""
+    finished in this invocation took against their own expectation (a slower or busier machine stretches the rest),
+    once they were expected to take 5 minutes or more (a one-minute data stage is no measure of the machine)."""
     exp_done = sum(float(expected.get(s, 0)) * 60 for s in done)
-    scale = sum(done.values()) / exp_done if exp_done > 0 else 1.0
+    scale = sum(done.values()) / exp_done if exp_done >= 300 else 1.0
     return scale * sum(float(expected.get(s, 0)) * 60 for s in remaining)
 
 

@@ -172,6 +172,8 @@ def test_eta_scales_the_expected_minutes_by_the_finished_stages():
 
     expected = {"data": 1, "sft": 35, "eval": 15}
     assert eta_seconds({}, ["data", "sft", "eval"], expected) == 51 * 60
-    # the data stage took twice its expectation: the rest is expected to take twice as long too
-    assert eta_seconds({"data": 120.0}, ["sft", "eval"], expected) == 2 * 50 * 60
+    # the SFT stage took twice its expectation: the rest is expected to take twice as long too
+    assert eta_seconds({"data": 60.0, "sft": 2 * 35 * 60}, ["eval"], expected) == pytest.approx(15 * 60 * (60 + 70 * 60) / (36 * 60))
+    # a short stage alone says nothing about the machine: the expectation stands
+    assert eta_seconds({"data": 120.0}, ["sft", "eval"], expected) == 50 * 60
     assert eta_seconds({"data": 120.0}, ["unknown"], expected) == 0
