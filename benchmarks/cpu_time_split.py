@@ -42,7 +42,7 @@ def sft_split(model: str, data_root: str, steps: int, run_dir: Path) -> dict:
 
     from preferthinker.train import sft
 
-    timings = {"collate_s": 0.0, "fetch_s": 0.0, "step_s": 0.0, "batches": 0, "steps": 0, "samples": 0}
+    timings = {"collate_s": 0.0, "fetch_s": 0.0, "step_s": 0.0, "steps": 0, "samples": 0}
     marks: dict[str, float] = {}
 
     orig_loader = transformers.Trainer.get_train_dataloader
@@ -56,7 +56,6 @@ def sft_split(model: str, data_root: str, steps: int, run_dir: Path) -> dict:
                 t1 = time.perf_counter()
                 out = collate(examples)
                 timings["collate_s"] += time.perf_counter() - t1
-                timings["batches"] += 1
                 timings["samples"] += len(examples)
                 return out
 
