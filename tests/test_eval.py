@@ -31,6 +31,12 @@ def test_eval_writes_every_metric(mini_data, tiny_model, tmp_path):
             assert key in m, key
         assert m["n"] == 8 and 0 <= m["accuracy"] <= 1 and m["ci95"][0] <= m["accuracy"] <= m["ci95"][1]
     assert set(res["systems"]) == {"Base model", "Random"}
+    # the Avg. column compared between every two systems, accuracy and Pred, over both subsets
+    avg = res["average_comparisons"]
+    assert len(avg) == 3 and all(set(e) == {"accuracy", "pred"} for e in avg.values())
+    for c in avg.values():
+        assert set(c["accuracy"]["subsets"]) == {"SP_ID", "SP_OD"} and c["accuracy"]["n"] == 16
+        assert c["accuracy"]["ci95"][0] <= c["accuracy"]["diff"] <= c["accuracy"]["ci95"][1]
     files = {p.name for p in (tmp_path / "run").iterdir()}
     assert {"results.json", "results.md", "accuracy_per_subset.png", "predictions"} <= files
     rows = [json.loads(l) for l in (tmp_path / "run" / "predictions" / "model" / "SP_ID.rank0.jsonl").read_text().splitlines()]
@@ -142,7 +148,7 @@ def test_malformed_bench_json_is_a_clear_error(mini_data, tiny_model, tmp_path):
 
 def _same_numbers(a: dict, b: dict) -> None:
     """results.json numbers that must not depend on where the files live (timings and paths may)."""
-    for key in ("subsets", "systems", "comparisons", "data_warnings", "errors"):
+    for key in ("subsets", "systems", "comparisons", "average_comparisons", "data_warnings", "errors"):
         assert a.get(key) == b.get(key), key
 
 

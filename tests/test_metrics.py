@@ -241,3 +241,28 @@ def test_paired_similarity_diff_is_clustered_and_signed():
     res = paired_similarity_diff(rows_a, rows_b, Emb(), n_boot=200, seed=0)
     assert res["n"] == 20 and res["pred_a"] == 100.0 and res["pred_b"] == 0.0 and res["diff"] == 100.0 and res["significant"]
     assert paired_similarity_diff([{**r, "true_preference": None} for r in rows_a], rows_b, Emb()) is None
+
+
+def test_paired_average_diff_is_the_mean_of_subset_diffs_with_a_stratified_interval():
+    from preferthinker.evaluation.metrics import paired_average_diff
+
+    # S1: A right everywhere, B half right (+0.5); S2: both right (0.0); S3 only in A (not comparable)
+    a = {"S1": [rec(i, f"a{i % 10}", A, A, subset="S1") for i in range(40)],
+         "S2": [rec(i, f"b{i % 10}", B, B, subset="S2") for i in range(40)],
+         "S3": [rec(0, "c", A, A, subset="S3")]}
+    b = {"S1": [rec(i, f"a{i % 10}", A, A if i % 2 == 0 else B, subset="S1") for i in range(40)],
+         "S2": [rec(i, f"b{i % 10}", B, B, subset="S2") for i in range(40)]}
+    d = paired_average_diff(a, b, n_boot=500, seed=3)
+    assert d["metric"] == "accuracy" and d["diff"] == pytest.approx(0.25) and d["subsets"] == {"S1": 0.5, "S2": 0.0}
+    assert d["n"] == 80 and d["n_users"] == 20 and d["significant"] and 0 < d["ci95"][0] <= 0.25 <= d["ci95"][1]
+    flipped = paired_average_diff(b, a, n_boot=500, seed=3)
+    assert flipped["diff"] == pytest.approx(-0.25) and flipped["ci95"] == pytest.approx([-d["ci95"][1], -d["ci95"][0]])
+    assert paired_average_diff(a, b, n_boot=200, seed=1) == paired_average_diff(a, b, n_boot=200, seed=1)
+    # B right on exactly the pairs where A is wrong and vice versa, in one subset: no difference on average
+    even = {"S1": [rec(i, f"u{i % 4}", A, A if i % 2 else B, subset="S1") for i in range(8)]}
+    odd = {"S1": [rec(i, f"u{i % 4}", A, B if i % 2 else A, subset="S1") for i in range(8)]}
+    tie = paired_average_diff(even, odd, n_boot=300, seed=0)
+    assert tie["diff"] == 0.0 and not tie["significant"]
+    assert paired_average_diff(a, {"X": b["S1"]}, n_boot=10) is None
+    with pytest.raises(ValueError, match="metric"):
+        paired_average_diff(a, b, metric="f1", n_boot=10)

@@ -94,7 +94,13 @@ class _Recorder:
                        for name, acc, pred in [("Random", 0.5, None), ("Base model", 0.49, 1.0), ("SFT", 0.875, 62.0),
                                                ("SFT_RL", 0.9, 63.5)]}
             results = {"system": "SFT+RL+PR", "subsets": {"SP_ID": {"accuracy": 0.92, "ci95": [0.88, 0.95], "pred_similarity": 64.0}},
-                       "systems": systems}
+                       "systems": systems,
+                       # stored in one order per pair of systems, as eval.py writes them; the table reads either order
+                       "average_comparisons": {
+                           "SFT+RL+PR - SFT": {"accuracy": {"diff": 0.045, "ci95": [0.01, 0.08]}},
+                           "SFT+RL+PR - SFT_RL": {"accuracy": {"diff": 0.02, "ci95": [-0.01, 0.05]},
+                                                  "pred": {"diff": 0.5, "ci95": [0.1, 0.9]}},
+                           "SFT - SFT_RL": {"accuracy": {"diff": -0.025, "ci95": [-0.04, -0.01]}}}}
             (run_dir / "results.json").parent.mkdir(parents=True, exist_ok=True)
             (run_dir / "results.json").write_text(json.dumps(results))
             return
@@ -132,12 +138,18 @@ def test_default_pipeline_chains_every_stage_from_the_previous_one(tmp_path, mon
     assert f"+extra_models.SFT={pipe / 'sft' / 'final'}" in eval_args["+"]
     assert f"+extra_models.SFT_RL={pipe / 'grpo_rl' / 'final'}" in eval_args["+"]
     # the ablation table: paper row order, SFT_RL shown as SFT+RL, accuracy [CI] and Pred per subset
-    table = (pipe / "ablation.md").read_text().splitlines()
+    table = (pipe / "ablation.md").read_text().split("\n\n")[0].splitlines()
     assert summary["ablation_table"] == str(pipe / "ablation.md")
     assert table[0] == "| System | SP_ID | Pred | Avg. |"
     assert [line.split(" | ")[0] for line in table[2:]] == ["| Random", "| Base model", "| SFT", "| SFT+RL", "| SFT+RL+PR"]
     assert table[2] == "| Random | 50.0 [45.0, 55.0] | – | 50.0 |"
     assert table[5] == "| SFT+RL | 90.0 [85.0, 95.0] | 63.5 | 90.0 |"
+    # what each stage adds to the four-split average, with the paired interval's verdict
+    steps = (pipe / "ablation.md").read_text().split("What each stage adds")[1].splitlines()
+    assert "| SFT+RL - SFT | accuracy | +2.5 | [+1.0, +4.0] | above 0 |" in steps
+    assert "| SFT+RL+PR - SFT+RL | Pred | +0.5 | [+0.1, +0.9] | above 0 |" in steps
+    assert "| SFT+RL+PR - SFT+RL | accuracy | +2.0 | [-1.0, +5.0] | includes 0 |" in steps
+    assert "| SFT+RL+PR - SFT | accuracy | +4.5 | [+1.0, +8.0] | above 0 |" in steps
     assert set(summary["stage_seconds"]) == {"data", "sft", "grpo_rl", "grpo_pr", "eval"}
     timing = (pipe / "timing.md").read_text().splitlines()
     assert timing[0] == "| stage | minutes |" and [t.split(" | ")[0] for t in timing[2:]] == [

@@ -16,7 +16,7 @@ DISLIKED = [f"n{i}.png" for i in range(5)]
 @pytest.mark.parametrize("value, counts, paired", [
     (None, None, None),
     (3, (3,), False),
-    ([5, 1, 2, 2], (1, 2, 5), False),
+    ([5, 1, 2, 2], (1, 2, 2, 5), False),   # a repeated count stays: it weighs the draw
     ({"min": 1, "max": 5}, (1, 2, 3, 4, 5), False),
     ({"min": 2, "max": 3, "paired": True}, (2, 3), True),
 ])
@@ -149,3 +149,14 @@ def test_grpo_recipe_trains_on_drawn_reference_counts(mini_data, tiny_model, tmp
         "reward.names": "[accuracy,format]", "reward.weights": "[1.0,0.3]", "data.refs_per_side": "[1,2,3]"})
     res = run(compose("grpo", over))
     assert res["global_step"] == 1 and (tmp_path / "run" / "final" / "config.json").is_file()
+
+
+def test_a_repeated_count_weighs_its_draw():
+    from preferthinker.data.refs import draw_refs, parse_ref_draw
+
+    draw = parse_ref_draw([5, 1, 5, 5])
+    assert draw.counts == (1, 5, 5, 5)   # kept, not deduplicated: 5 is drawn three times as often as 1
+    paths = [f"r{i}" for i in range(5)]
+    sizes = [len(draw_refs(paths, paths, draw, seed=0, key=k, max_refs=5)[0]) for k in range(2000)]
+    assert set(sizes) == {1, 5} and 0.70 < sizes.count(5) / len(sizes) < 0.80
+    assert parse_ref_draw([1, 2, 3, 4, 5]).counts == (1, 2, 3, 4, 5)   # the default draw is unchanged

@@ -4,7 +4,7 @@ import math
 import pytest
 from PIL import Image
 
-from preferthinker.evaluation.metrics import paired_bootstrap_diff, subset_metrics
+from preferthinker.evaluation.metrics import paired_average_diff, paired_bootstrap_diff, subset_metrics
 from preferthinker.evaluation.report import markdown_table, systems_of, write_report
 
 A, B = "Image A", "Image B"
@@ -45,6 +45,10 @@ def results():
         "systems": {"Random": {"subsets": base}},
         "comparisons": {"PreferThinker-tiny - Random": paired_bootstrap_diff(sp, base_sp, n_boot=300),
                         "per subset": {"SP_ID": paired_bootstrap_diff(sp, base_sp, n_boot=300)}},
+        "pred_comparisons": {"PreferThinker-tiny - Random": {"SP_ID": {"diff": 12.34, "ci95": [10.0, 14.5], "n": 40, "significant": True}}},
+        "average_comparisons": {"PreferThinker-tiny - Random": {
+            "accuracy": paired_average_diff({"SP_ID": sp}, {"SP_ID": base_sp}, n_boot=300),
+            "pred": {"diff": -0.5, "ci95": [-1.25, 0.5], "subsets": {"SP_ID": -0.5}, "n_users": 40, "significant": False}}},
     }
 
 
@@ -78,6 +82,11 @@ def test_write_report_files(tmp_path, results):
     assert "## Details: PreferThinker-tiny" in md and "Pos. consistency" in md
     assert "| PreferThinker-tiny - Random | all | +35.0 |" in md
     assert "| per subset | SP_ID | +35.0 |" in md
+    # Pred and the subset average are tables, not JSON dumps in the header
+    assert "pred_comparisons" not in md and "average_comparisons" not in md
+    assert "| PreferThinker-tiny - Random | SP_ID | +12.3 | [+10.0, +14.5] | 40 | yes |" in md
+    assert "| PreferThinker-tiny - Random | accuracy | +35.0 | [+" in md and "| SP_ID +35.0 | 4 | yes |" in md
+    assert "| PreferThinker-tiny - Random | pred | -0.5 | [-1.2, +0.5] | SP_ID -0.5 | 40 | no |" in md
     assert "![accuracy_plot](accuracy_per_subset.png)" in md
     assert "- **seed**: 0" in md
 

@@ -6,7 +6,8 @@ show a drawn subset instead:
 
 - ``null`` (or absent): every reference up to ``prompt.max_refs``, as the released code slices ``[:5]``.
 - an int ``k``: exactly ``k`` per side (capped at what the record has).
-- a list of allowed counts, e.g. ``[1, 2, 3, 5]``: one drawn uniformly per side.
+- a list of allowed counts, e.g. ``[1, 2, 3, 5]``: one drawn uniformly per side. A count listed twice is drawn
+  twice as often (``[1, 2, 3, 4, 5, 5, 5, 5]``: five references half the time).
 - a mapping ``{min: 1, max: 5}`` (optionally ``paired: true``): a count drawn uniformly in [min, max]. From the
   command line replace the list with ``~data.refs_per_side +data.refs_per_side={min:1,max:3}`` (Hydra does not
   merge a mapping into a list).
@@ -75,7 +76,7 @@ def parse_ref_draw(value: Any, paired: bool = False) -> RefDraw | None:
         counts = tuple(value)
         if any(isinstance(c, bool) or not isinstance(c, int) for c in counts):
             raise ValueError(f"data.refs_per_side: a list must hold integers, got {list(value)!r}")
-        return RefDraw(tuple(sorted(set(counts))), paired)
+        return RefDraw(tuple(sorted(counts)), paired)  # a repeated count weighs its draw: [1, 2, 3, 4, 5, 5] draws 5 twice as often
     raise ValueError(f"data.refs_per_side: expected null, an int, a list of ints or {{min, max}}, got {value!r}")
 
 

@@ -69,6 +69,7 @@ __all__ = [
     "accuracy_by_margin",
     "cluster_bootstrap",
     "metrics_by_subset",
+    "paired_average_diff",
     "paired_bootstrap_diff",
     "read_records",
     "subset_metrics",
@@ -479,17 +480,10 @@ def paired_similarity_diff(records_a: Sequence[Mapping], records_b: Sequence[Map
     """Profile similarity ("Pred", x100) difference A - B on the unswapped pairs both systems scored, with the
     same user-clustered bootstrap as ``paired_bootstrap_diff``. An unparsed profile scores 0 (as in Pred).
     None when the records carry no true profile."""
-    from preferthinker.similarity import profile_text_similarity
-
-    rows = [(r, rb, key) for _, r, _, rb, key in _paired_rows(records_a, records_b) if r.get(f"true_{side}") is not None]
-    if not rows:
+    vals = _paired_values(records_a, records_b, "pred", embedder, side)
+    if vals is None:
         return None
-    pa = [r.get(f"pred_{side}") for r, _, _ in rows]
-    pb = [rb.get(f"pred_{side}") for _, rb, _ in rows]
-    truths = [r[f"true_{side}"] for r, _, _ in rows]
-    keys = [key for _, _, key in rows]
-    sa = np.asarray([s or 0.0 for s in profile_text_similarity(embedder, pa, truths)], dtype=np.float64) * 100.0
-    sb = np.asarray([s or 0.0 for s in profile_text_similarity(embedder, pb, truths)], dtype=np.float64) * 100.0
+    sa, sb, keys = vals
     _, counts, (ga, gb) = _group_sums(keys, sa, sb)
     _, (ma, mb), _ = cluster_bootstrap(counts, [ga, gb], n_boot, seed)
     ci = _ci(ma - mb)
@@ -511,14 +505,10 @@ def paired_bootstrap_diff(
     """
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    pairs = _paired_rows(records_a, records_b)
-    ca = [_is_correct(r, i) for i, r, _, _, _ in pairs]
-    cb = [_is_correct(rb, j) for _, _, j, rb, _ in pairs]
-    keys = [key for *_, key in pairs]
-    if not ca:
+    vals = _paired_values(records_a, records_b, "accuracy")
+    if vals is None:
         raise ValueError("the two record sets share no pair (matched on subset + pair_id/index)")
-    a = np.asarray(ca, dtype=np.float64)
-    b = np.asarray(cb, dtype=np.float64)
+    a, b, keys = vals
     _, counts, (sa, sb) = _group_sums(keys, a, b)
     _, (ma, mb), (macro_a, macro_b) = cluster_bootstrap(counts, [sa, sb], n_boot, seed)
     boot = ma - mb
@@ -539,3 +529,67 @@ def paired_bootstrap_diff(
         "n_boot": int(n_boot),
         "seed": int(seed),
     }
+
+
+def _paired_values(records_a: Sequence[Mapping], records_b: Sequence[Mapping], metric: str, embedder=None,
+                   side: str = "preference") -> tuple[np.ndarray, np.ndarray, list] | None:
+    """Per matched pair, the two systems' values of ``metric`` and the pair's cluster key: ``accuracy`` (1/0, an
+    unparsed answer wrong) or ``pred`` (profile similarity x100, an unparsed profile 0). None when nothing is
+    comparable (no shared pair; for ``pred``, no true profile)."""
+    rows = _paired_rows(records_a, records_b)
+    if metric == "accuracy":
+        a = [_is_correct(r, i) for i, r, _, _, _ in rows]
+        b = [_is_correct(rb, j) for _, _, j, rb, _ in rows]
+    elif metric == "pred":
+        from preferthinker.similarity import profile_text_similarity
+
+        rows = [row for row in rows if row[1].get(f"true_{side}") is not None]
+        truths = [r[f"true_{side}"] for _, r, _, _, _ in rows]
+        a = [s or 0.0 for s in profile_text_similarity(embedder, [r.get(f"pred_{side}") for _, r, _, _, _ in rows], truths)] if rows else []
+        b = [s or 0.0 for s in profile_text_similarity(embedder, [rb.get(f"pred_{side}") for _, _, _, rb, _ in rows], truths)] if rows else []
+        a, b = [100.0 * x for x in a], [100.0 * x for x in b]
+    else:
+        raise ValueError(f"metric must be 'accuracy' or 'pred', got {metric!r}")
+    if not rows:
+        return None
+    return np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), [row[-1] for row in rows]
+
+
+def paired_average_diff(
+    records_a: Mapping[str, Sequence[Mapping]],
+    records_b: Mapping[str, Sequence[Mapping]],
+    metric: str = "accuracy",
+    embedder=None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict | None:
+    """A - B on the **unweighted mean over subsets** (the tables' "Avg." column) of ``metric`` (``accuracy``,
+    a fraction; ``pred``, x100), with a paired, user-clustered, subset-stratified bootstrap: in each replicate
+    every subset's users are resampled with replacement (users belong to one subset, so the subsets are
+    independent strata) and the same resampled users score both systems. Only subsets both systems scored
+    count; ``subsets`` names them with their own point differences. ``significant``: the 95 % interval
+    excludes 0. None when no subset is comparable."""
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    per: dict[str, float] = {}
+    boot = np.zeros(n_boot)
+    n = n_users = 0
+    for k, subset in enumerate(s for s in records_a if s in records_b):
+        vals = _paired_values(records_a[subset], records_b[subset], metric, embedder)
+        if vals is None:
+            continue
+        a, b, keys = vals
+        _, counts, (sa, sb) = _group_sums(keys, a, b)
+        _, (ma, mb), _ = cluster_bootstrap(counts, [sa, sb], n_boot, seed + 7919 * k)  # a stream per stratum
+        boot += ma - mb
+        per[subset] = float(a.mean() - b.mean())
+        n += len(a)
+        n_users += int(sum(1 for key in dict.fromkeys(keys) if key[0] == "user"))
+    if not per:
+        return None
+    boot /= len(per)
+    ci = _ci(boot)
+    p = 2.0 * min(float(np.mean(boot <= 0)), float(np.mean(boot >= 0)))
+    return {"metric": metric, "diff": float(np.mean(list(per.values()))), "ci95": ci, "subsets": per, "n": int(n),
+            "n_users": int(n_users), "significant": bool(ci[0] > 0 or ci[1] < 0), "p_boot": min(1.0, p),
+            "n_boot": int(n_boot), "seed": int(seed)}

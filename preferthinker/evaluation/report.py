@@ -212,7 +212,7 @@ def _element_table(subsets: Mapping[str, Mapping[str, Any]]) -> str | None:
 def _metadata_lines(results: Mapping[str, Any]) -> list[str]:
     out = []
     for k, v in results.items():
-        if k in ("subsets", "systems", "comparisons"):
+        if k in ("subsets", "systems", "comparisons", "pred_comparisons", "average_comparisons"):
             continue
         if isinstance(v, (str, int, float, bool)) or v is None:
             out.append(f"- **{k}**: {v}")
@@ -256,6 +256,8 @@ def _markdown(results: Mapping[str, Any], systems: Mapping[str, dict], plots: Ma
                 parts.append(f"| {label} | {subset} | {100 * c['diff']:+.1f} | {ci_txt} | {c.get('n', '–')} | "
                              f"{c.get('n_users', '–')} | {'yes' if c.get('significant') else 'no'} |")
         parts.append("")
+    parts += _pred_comparison_lines(results.get("pred_comparisons") or {})
+    parts += _average_comparison_lines(results.get("average_comparisons") or {})
     from preferthinker.evaluation.refs_sweep import sweep_table
 
     sweep = sweep_table(results.get("refs_sweep") or {})
@@ -267,6 +269,41 @@ def _markdown(results: Mapping[str, Any], systems: Mapping[str, dict], plots: Ma
     if plots:
         parts += ["## Plots", ""] + [f"![{k}]({p.name})" for k, p in plots.items()] + [""]
     return "\n".join(parts)
+
+
+def _ci_txt(ci: Sequence[float] | None, scale: float) -> str:
+    return f"[{scale * ci[0]:+.1f}, {scale * ci[1]:+.1f}]" if ci and ci[0] is not None else "–"
+
+
+def _pred_comparison_lines(pred: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Per-subset paired Pred differences (profile similarity x100) as a table."""
+    rows = [f"| {label} | {subset} | {c['diff']:+.1f} | {_ci_txt(c.get('ci95'), 1.0)} | {c.get('n', '–')} | "
+            f"{'yes' if c.get('significant') else 'no'} |"
+            for label, per in pred.items() for subset, c in (per or {}).items() if isinstance(c, Mapping) and c.get("diff") is not None]
+    if not rows:
+        return []
+    return ["## Paired comparisons of Pred (profile similarity x100, same pairs, same resampled users)", "",
+            "| Comparison | Subset | Δ Pred | 95% CI | n | significant |", "|---|---|---:|---:|---:|---|", *rows, ""]
+
+
+def _average_comparison_lines(avg: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The Avg. column compared between two systems (paired, user-clustered, subset-stratified bootstrap)."""
+    rows = []
+    for label, entry in avg.items():
+        for metric, c in (entry or {}).items():
+            if not isinstance(c, Mapping) or c.get("diff") is None:
+                continue
+            scale = 100.0 if metric == "accuracy" else 1.0
+            per = ", ".join(f"{k} {scale * v:+.1f}" for k, v in (c.get("subsets") or {}).items())
+            rows.append(f"| {label} | {metric} | {scale * c['diff']:+.1f} | {_ci_txt(c.get('ci95'), scale)} | {per} | "
+                        f"{c.get('n_users', '–')} | {'yes' if c.get('significant') else 'no'} |")
+    if not rows:
+        return []
+    return ["## Paired comparisons of the average over subsets", "",
+            "Δ of the unweighted mean over subsets (accuracy in points, Pred x100); 95 % interval of a paired bootstrap "
+            "that resamples each subset's users (the same users for both systems).", "",
+            "| Comparison | metric | Δ avg | 95% CI | Δ per subset | users | significant |",
+            "|---|---|---:|---:|---|---:|---|", *rows, ""]
 
 
 def _calibration_table(subsets: Mapping[str, Mapping[str, Any]], summary: Mapping[str, Any]) -> str | None:

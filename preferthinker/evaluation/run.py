@@ -374,7 +374,7 @@ def run(cfg: DictConfig) -> dict:
 
     if not is_main_process():
         return {}
-    from preferthinker.evaluation.metrics import paired_bootstrap_diff, paired_similarity_diff, subset_metrics
+    from preferthinker.evaluation.metrics import paired_average_diff, paired_bootstrap_diff, paired_similarity_diff, subset_metrics
     from preferthinker.evaluation.report import write_report
 
     def metrics(records: dict[str, list[dict]]) -> dict:
@@ -417,6 +417,16 @@ def run(cfg: DictConfig) -> dict:
                 per = {s: v for s, v in per.items() if v is not None}
                 if per:
                     results["pred_comparisons"][f"{label[x]} - {label[y]}"] = per
+    # the "Avg." column compared between every two systems: a paired, user-clustered bootstrap stratified by subset
+    # (what "GRPO improves the four-split average" needs; the per-subset comparisons above cannot say it)
+    results["average_comparisons"] = {}
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            entry = {m: paired_average_diff(all_records[x], all_records[y], m, None, n_boot=int(cfg.metrics.n_boot), seed=int(cfg.seed))
+                     for m in (("accuracy", "pred") if cfg.metrics.similarity else ("accuracy",))}
+            entry = {m: v for m, v in entry.items() if v is not None}
+            if entry:
+                results["average_comparisons"][f"{label[x]} - {label[y]}"] = entry
     if sweep_records:  # accuracy and parse failures by reference count (the same bootstrap as every accuracy here)
         results["refs_sweep"] = sweep_results({k: {s: subset_metrics(r, n_boot=int(cfg.metrics.n_boot), seed=int(cfg.seed), compute_similarity=False)
                                                    for s, r in recs.items()} for k, recs in sweep_records.items()})
