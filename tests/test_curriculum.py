@@ -19,11 +19,12 @@ def test_default_sft_config_runs_the_tiny56_curriculum():
 
     cfg = compose("sft", [])
     phases = phases_of(cfg)
-    assert cfg.curriculum.name == "tiny56" and [p.name for p in phases] == ["align", "checks", "cot"]
+    assert cfg.curriculum.name == "tiny56" and [p.name for p in phases] == ["align", "checks", "cot_full", "cot"]
     assert phases[0].settings == {"data.align_schedule": "only", "data.val_samples": 0,
                                   "trainer.per_device_train_batch_size": 32, "trainer.num_train_epochs": 2}
     assert phases[1].settings["data.check_per_record"] == 4 and phases[2].settings == {"data.align_per_record": 1,
-                                                                                       "trainer.num_train_epochs": 3}
+                                                                                       "data.refs_per_side": None, "trainer.num_train_epochs": 2}
+    assert phases[3].settings == {"data.align_per_record": 1, "trainer.num_train_epochs": 1}
     assert phases_of(compose("sft", ["curriculum=none"])) == []
     assert [p.name for p in phases_of(compose("sft", ["curriculum=tiny112"]))] == ["detail", "styles_detail", "align", "checks",
                                                                                   "cot", "cot2"]
@@ -72,35 +73,38 @@ def test_curriculum_phases_chain_resume_and_are_found_as_the_sft_checkpoint(mini
 
     run_dir = tmp_path / "outputs" / "sft" / "cur"
     over = sft_overrides(mini_data, tiny_model, run_dir, **{"curriculum": "tiny56", "trainer.max_steps": 2, "trainer.save_strategy": "no",
-                                                                    "data.align_per_record": 4})  # the synthetic default
+                                                                    "data.align_per_record": 4,  # the synthetic default
+                                                                    "data.refs_per_side": "[1,2,3,4,5]"})  # the synthetic default
     res = run(compose("sft", over))
-    phases = [run_dir / "phases" / name for name in ("1-align", "2-checks", "3-cot")]
-    starts = [str(tiny_model), str(phases[0] / "final"), str(phases[1] / "final")]
+    phases = [run_dir / "phases" / name for name in ("1-align", "2-checks", "3-cot_full", "4-cot")]
+    starts = [str(tiny_model), str(phases[0] / "final"), str(phases[1] / "final"), str(phases[2] / "final")]
     for phase, start in zip(phases, starts, strict=True):
         cfg = yaml.safe_load((phase / "sft_config.yaml").read_text())
         assert cfg["model"]["path"] == start and cfg["curriculum"]["phases"] == []
         assert json.loads((phase / "results.json").read_text())["global_step"] == 2
-    align, checks, cot = (json.loads((p / "results.json").read_text()) for p in phases)
+    align, checks, cot_full, cot = (json.loads((p / "results.json").read_text()) for p in phases)
+    assert yaml.safe_load((phases[2] / "sft_config.yaml").read_text())["data"]["refs_per_side"] is None
+    assert yaml.safe_load((phases[3] / "sft_config.yaml").read_text())["data"]["refs_per_side"] == [1, 2, 3, 4, 5]
     assert align["align_schedule"] == "only" and align["alignment_rows"] == align["train_samples"] > 0
     assert checks["check_rows"] > 0 and checks["check_rows"] + checks["alignment_rows"] == checks["train_samples"]
     assert cot["align_schedule"] == "mixed" and cot["train_samples"] > cot["alignment_rows"] > 0
     assert yaml.safe_load((phases[0] / "sft_config.yaml").read_text())["trainer"]["per_device_train_batch_size"] == 32
     # <run_dir>/final is the last phase's; results.json = the last phase's + the curriculum table
     final = run_dir / "final"
-    assert final.is_symlink() and final.resolve() == (phases[2] / "final").resolve() and (final / "config.json").is_file()
+    assert final.is_symlink() and final.resolve() == (phases[3] / "final").resolve() and (final / "config.json").is_file()
     top = json.loads((run_dir / "results.json").read_text())
     assert top["final_model"] == res["final_model"] == str(final) and top["train_loss"] == cot["train_loss"]
-    assert [r["phase"] for r in top["curriculum"]] == ["align", "checks", "cot"] and not any(r["skipped"] for r in top["curriculum"])
+    assert [r["phase"] for r in top["curriculum"]] == ["align", "checks", "cot_full", "cot"] and not any(r["skipped"] for r in top["curriculum"])
     assert (run_dir / "curriculum.md").read_text().startswith("| phase | minutes |")
     monkeypatch.chdir(tmp_path)  # train_grpo / eval / the assessor resolve `latest_sft` to it
     assert Path(resolve_checkpoint("latest_sft")).resolve() == final.resolve()
     # interrupted during the last phase: a re-run skips the finished phases and retrains the last to the same weights
-    before = _weights(phases[2] / "final")
+    before = _weights(phases[3] / "final")
     stamp = (phases[0] / "results.json").stat().st_mtime_ns
-    for f in sorted(phases[2].rglob("*"), reverse=True):
+    for f in sorted(phases[3].rglob("*"), reverse=True):
         f.unlink() if f.is_file() or f.is_symlink() else f.rmdir()
     again = run(compose("sft", over))
-    assert [r["skipped"] for r in again["curriculum"]] == [True, True, False]
+    assert [r["skipped"] for r in again["curriculum"]] == [True, True, True, False]
     assert (phases[0] / "results.json").stat().st_mtime_ns == stamp
-    after = _weights(phases[2] / "final")
+    after = _weights(phases[3] / "final")
     assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
