@@ -545,9 +545,12 @@ def _paired_values(records_a: Sequence[Mapping], records_b: Sequence[Mapping], m
 
         rows = [row for row in rows if row[1].get(f"true_{side}") is not None]
         truths = [r[f"true_{side}"] for _, r, _, _, _ in rows]
-        a = [s or 0.0 for s in profile_text_similarity(embedder, [r.get(f"pred_{side}") for _, r, _, _, _ in rows], truths)] if rows else []
-        b = [s or 0.0 for s in profile_text_similarity(embedder, [rb.get(f"pred_{side}") for _, _, _, rb, _ in rows], truths)] if rows else []
-        a, b = [100.0 * x for x in a], [100.0 * x for x in b]
+
+        def pred(profiles: list) -> list[float]:
+            return [100.0 * (s or 0.0) for s in profile_text_similarity(embedder, profiles, truths)] if rows else []
+
+        a = pred([r.get(f"pred_{side}") for _, r, _, _, _ in rows])
+        b = pred([rb.get(f"pred_{side}") for _, _, _, rb, _ in rows])
     else:
         raise ValueError(f"metric must be 'accuracy' or 'pred', got {metric!r}")
     if not rows:

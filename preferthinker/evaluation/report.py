@@ -251,9 +251,7 @@ def _markdown(results: Mapping[str, Any], systems: Mapping[str, dict], plots: Ma
             for subset, c in items:
                 if not isinstance(c, Mapping) or c.get("diff") is None:
                     continue
-                ci = c.get("ci95") or [None, None]
-                ci_txt = f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci[0] is not None else "–"
-                parts.append(f"| {label} | {subset} | {100 * c['diff']:+.1f} | {ci_txt} | {c.get('n', '–')} | "
+                parts.append(f"| {label} | {subset} | {100 * c['diff']:+.1f} | {_ci_txt(c.get('ci95'), 100.0)} | {c.get('n', '–')} | "
                              f"{c.get('n_users', '–')} | {'yes' if c.get('significant') else 'no'} |")
         parts.append("")
     parts += _pred_comparison_lines(results.get("pred_comparisons") or {})
