@@ -226,6 +226,22 @@ def _system_messages(spec: PromptSpec) -> list[dict]:
     return [{"role": "system", "content": [{"type": "text", "text": sys_text}]}] if sys_text else []
 
 
+def images_with_truth(rec: PreferenceRecord, rng: Any) -> list[tuple[str, dict]]:
+    """The images of a record whose profile is known, as (relative path, profile): both candidates
+    (``true_profile_a/b``), then one reference per side drawn with ``rng`` (``reference_profiles``). Synthetic
+    records carry this truth; others give an empty list."""
+    items: list[tuple[str, dict]] = []
+    for rel, key in ((rec.image_a, "true_profile_a"), (rec.image_b, "true_profile_b")):
+        if isinstance(rec.extra.get(key), dict):
+            items.append((rel, rec.extra[key]))
+    refs = rec.extra.get("reference_profiles") or {}
+    for side, paths in (("preferred", rec.preferred), ("non_preferred", rec.non_preferred)):
+        profs = refs.get(side) or []
+        pairs = [(p, q) for p, q in zip(paths, profs, strict=False) if isinstance(q, dict)]
+        items += rng.sample(pairs, min(len(pairs), 1)) if pairs else []
+    return items
+
+
 def build_alignment_examples(records: Sequence[PreferenceRecord], image_root: Path, spec: PromptSpec, *, per_record: int = 4,
                              seed: int = 0, elements: Sequence[str] | None = None) -> list[dict]:
     """Single-image "describe this image" rows: image -> its five terms ("This image shows: ..."), or with
@@ -249,16 +265,7 @@ def build_alignment_examples(records: Sequence[PreferenceRecord], image_root: Pa
     rng = random.Random(seed)
     rows: list[dict] = []
     for rec in records:
-        items: list[tuple[str, dict]] = []
-        for rel, key in ((rec.image_a, "true_profile_a"), (rec.image_b, "true_profile_b")):
-            if isinstance(rec.extra.get(key), dict):
-                items.append((rel, rec.extra[key]))
-        refs = rec.extra.get("reference_profiles") or {}
-        for side, paths in (("preferred", rec.preferred), ("non_preferred", rec.non_preferred)):
-            profs = refs.get(side) or []
-            pairs = [(p, q) for p, q in zip(paths, profs, strict=False) if isinstance(q, dict)]
-            items += rng.sample(pairs, min(len(pairs), 1)) if pairs else []
-        for rel, prof in items[:per_record]:
+        for rel, prof in images_with_truth(rec, rng)[:per_record]:
             try:
                 img = load_image(resolve_image(image_root, rel), spec.min_pixels, spec.max_pixels, what=rel)
             except (ImageLoadError, SchemaError):

@@ -244,13 +244,19 @@ def save_final(trainer: Any, processor: Any, cfg: DictConfig, run_dir: Path) -> 
         trainer.save_model(str(final))
         if is_main_process():
             processor.save_pretrained(str(final))
-    if is_main_process():  # prompt settings the checkpoint was trained with (read by preferthinker.Assessor)
-        record = {"prompt": {"style": str(cfg.prompt.style), "system": None if cfg.prompt.system is None else str(cfg.prompt.system),
-                             "max_refs": int(cfg.prompt.max_refs)},
-                  "min_pixels": int(cfg.model.min_pixels), "max_pixels": int(cfg.model.max_pixels), "stage": str(cfg.get("task_name") or "sft")}
+    if is_main_process():
         for folder in (final, final / "adapter") if cfg.peft.get("enabled") else (final,):
-            write_json(folder / "preferthinker.json", record)
+            write_checkpoint_record(cfg, folder)
     return final
+
+
+def write_checkpoint_record(cfg: DictConfig, folder: Path) -> None:
+    """``<folder>/preferthinker.json``: the prompt settings and image bounds a checkpoint was trained with (read by
+    preferthinker.Assessor and eval)."""
+    record = {"prompt": {"style": str(cfg.prompt.style), "system": None if cfg.prompt.system is None else str(cfg.prompt.system),
+                         "max_refs": int(cfg.prompt.max_refs)},
+              "min_pixels": int(cfg.model.min_pixels), "max_pixels": int(cfg.model.max_pixels), "stage": str(cfg.get("task_name") or "sft")}
+    write_json(folder / "preferthinker.json", record)
 
 
 def distributed_report(model: Any) -> dict | None:

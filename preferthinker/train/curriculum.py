@@ -1,7 +1,8 @@
 """The SFT recipe's curriculum: phases declared in ``configs/curriculum/<name>.yaml``, run one after another by
 ``train_sft.py`` inside one run directory.
 
-Each phase is a whole SFT run (``train/sft.run_phase``) in ``<run_dir>/phases/<k>-<name>/`` with the command's
+Each phase is a whole SFT run (``train/sft.run_phase``; or, with ``kind: vision_heads``, the vision tower trained alone
+with one linear head per element, ``train/vision_heads.py``) in ``<run_dir>/phases/<k>-<name>/`` with the command's
 configuration plus the phase's ``set`` (nested keys, e.g. ``{data: {align_schedule: only}, trainer: {num_train_epochs: 2}}``),
 starting from the previous phase's ``final/`` (the first from ``model.path``). ``<run_dir>/final`` points at the last
 phase's ``final/``, so GRPO, eval and the assessor find the curriculum like any SFT run, and ``results.json`` carries
@@ -27,12 +28,14 @@ from preferthinker.runtime import ConfigError, is_main_process, setup_run, write
 
 log = logging.getLogger("preferthinker.sft")
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
+KINDS = ("sft", "vision_heads")
 
 
 @dataclass(frozen=True)
 class Phase:
     name: str
     settings: dict[str, Any]   # dotted key -> value
+    kind: str = "sft"          # sft: an SFT run (train/sft.run_phase) | vision_heads: the vision tower alone (train/vision_heads.py)
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -51,7 +54,8 @@ def phases_of(cfg: DictConfig) -> list[Phase]:
     raw = cur.get("phases") if cur is not None else None
     if raw is None or (OmegaConf.is_list(raw) and len(raw) == 0):
         return []
-    how = ("curriculum.phases is a list of {name: <letters, digits, _>, set: {<section>: {<key>: <value>}}} "
+    how = ("curriculum.phases is a list of {name: <letters, digits, _>, kind: sft | vision_heads (default sft), "
+           "set: {<section>: {<key>: <value>}}} "
            "(configs/curriculum/tiny56.yaml shows the form); curriculum=none trains one phase")
     if not OmegaConf.is_list(raw):
         raise ConfigError(f"curriculum.phases={raw!r}: {how}")
@@ -61,6 +65,9 @@ def phases_of(cfg: DictConfig) -> list[Phase]:
         if not isinstance(name, str) or not _NAME.match(name) or name in seen:
             raise ConfigError(f"curriculum.phases[{k}].name={name!r}: {how}; names must be unique")
         seen.add(name)
+        kind = ph.get("kind", "sft")
+        if kind not in KINDS:
+            raise ConfigError(f"curriculum.phases[{k}] ({name}).kind={kind!r}: choose one of {list(KINDS)}")
         body = ph.get("set")
         if body is not None and not OmegaConf.is_dict(body):
             raise ConfigError(f"curriculum.phases[{k}] ({name}).set={body!r}: {how}")
@@ -72,7 +79,7 @@ def phases_of(cfg: DictConfig) -> list[Phase]:
             if not key.startswith("trainer.") and OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
                 raise ConfigError(f"curriculum phase {name!r} sets {key}, which the SFT config does not have "
                                   f"(configs/sft.yaml and its groups list the keys)")
-        phases.append(Phase(name, settings))
+        phases.append(Phase(name, settings, kind))
     return phases
 
 
@@ -139,7 +146,12 @@ def run_curriculum(cfg: DictConfig, phases: list[Phase], train_phase: Callable[[
             results = json.loads((phase_dir / "results.json").read_text(encoding="utf-8"))
         else:
             log.info("===== phase %d/%d: %s (from %s) =====", k + 1, len(phases), phase.name, start)
-            results = train_phase(phase_config(cfg, phase, phase_dir, start))
+            if phase.kind == "vision_heads":
+                from preferthinker.train.vision_heads import run_phase as train_vision
+
+                results = train_vision(phase_config(cfg, phase, phase_dir, start))
+            else:
+                results = train_phase(phase_config(cfg, phase, phase_dir, start))
             setup_run(cfg, "sft")  # the phase logged into its own folder; back to the run's log
         rows.append({"phase": phase.name, "run_dir": str(phase_dir), "skipped": skipped,
                      "seconds": round(float(results.get("train_runtime_s", 0.0)) if skipped else time.time() - t0, 1),
