@@ -91,6 +91,23 @@ def resolve_precision(bf16: Any) -> bool:
     return bool(bf16)
 
 
+def sft_records(cfg: DictConfig) -> tuple[Path, Path, list, str]:
+    """The SFT recipe's records: ``(data.train_sft, its image root, the records up to data.max_samples, the detected form)``;
+    a missing file is a ConfigError naming the key and how to make it."""
+    from preferthinker.data.loading import image_root_for
+    from preferthinker.data.sft_formats import load_sft_records
+
+    train_path = Path(str(cfg.data.train_sft))
+    if not train_path.is_file():
+        raise ConfigError(f"data.train_sft={train_path}: file does not exist. Make the synthetic data with "
+                          f"`python scripts/make_data.py`, or point data.train_sft at an official-schema JSONL")
+    image_root = image_root_for(train_path, cfg.data.image_root)
+    records, form = load_sft_records(train_path, image_root)
+    if cfg.data.get("max_samples"):
+        records = records[: int(cfg.data.max_samples)]
+    return train_path, image_root, records, form
+
+
 def ensure_model(cfg: DictConfig, corpus: list[str], terms: list[str] = ()) -> str:
     """Path of the backbone. The tiny default is built here on first use (tokenizer trained on the
     training texts, with ``terms``, the profile terms, as whole-word tokens when ``model.build.term_tokens``),

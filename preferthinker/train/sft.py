@@ -13,17 +13,15 @@ TRL masks every prompt token (system, user text, image tokens) out of the labels
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from preferthinker.data.loading import (PromptSpec, build_alignment_examples, build_check_examples, build_examples, build_read_examples,
-                                        build_total_examples, corpus_for_tokenizer, image_root_for, profile_terms)
-from preferthinker.data.sft_formats import load_sft_records
+                                        build_total_examples, corpus_for_tokenizer, profile_terms)
 from preferthinker.runtime import ConfigError, is_main_process, setup_run, write_json
 from preferthinker.train.common import (distributed_report, ensure_model, fault_injection_callbacks, make_args, peft_config, plot_curves,
-                                        ref_draw, save_final, throughput, train_with_resume, trainer_kwargs, validate_common)
+                                        ref_draw, save_final, sft_records, throughput, train_with_resume, trainer_kwargs, validate_common)
 
 log = logging.getLogger("preferthinker.sft")
 
@@ -95,14 +93,7 @@ def run_phase(cfg: DictConfig) -> dict:
     spec = PromptSpec.from_cfg(cfg.prompt, cfg.model)
 
     # 1. records (official training JSONL; conversations[1].value is the CoT target)
-    train_path = Path(str(cfg.data.train_sft))
-    if not train_path.is_file():
-        raise ConfigError(f"data.train_sft={train_path}: file does not exist. Make the synthetic data with "
-                          f"`python scripts/make_data.py`, or point data.train_sft at an official-schema JSONL")
-    image_root = image_root_for(train_path, cfg.data.image_root)
-    records, form = load_sft_records(train_path, image_root)  # ours / official JSONL or LLaMA-Factory ShareGPT, detected
-    if cfg.data.get("max_samples"):
-        records = records[: int(cfg.data.max_samples)]
+    train_path, image_root, records, form = sft_records(cfg)  # ours / official JSONL or LLaMA-Factory ShareGPT, detected
     n_val = min(int(cfg.data.get("val_samples") or 0), len(records) // 10)
     train_recs, val_recs = records[n_val:], records[:n_val]
     log.info("records: %d train, %d validation (from %s, %s form)", len(train_recs), len(val_recs), train_path, form)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -76,23 +75,16 @@ def run_phase(cfg: DictConfig) -> dict:
     """Train the vision tower of ``cfg.model.path`` with one linear head per element; save final/ and results.json."""
     import torch
 
-    from preferthinker.data.loading import PromptSpec, corpus_for_tokenizer, image_root_for, images_with_truth, profile_terms
+    from preferthinker.data.loading import PromptSpec, corpus_for_tokenizer, images_with_truth, profile_terms
     from preferthinker.data.schema import SchemaError, resolve_image
-    from preferthinker.data.sft_formats import load_sft_records
     from preferthinker.modeling import get_vision_tower, load_model_and_processor
     from preferthinker.prompting import ImageLoadError, load_image
-    from preferthinker.train.common import ensure_model, plot_curves, write_checkpoint_record
+    from preferthinker.train.common import ensure_model, plot_curves, sft_records, write_checkpoint_record
 
     s = settings(cfg)
     spec = PromptSpec.from_cfg(cfg.prompt, cfg.model)
-    train_path = Path(str(cfg.data.train_sft))
-    if not train_path.is_file():
-        raise ConfigError(f"data.train_sft={train_path}: file does not exist. Make the synthetic data with `python scripts/make_data.py`")
+    train_path, image_root, records, _ = sft_records(cfg)
     run_dir = setup_run(cfg, "sft")
-    image_root = image_root_for(train_path, cfg.data.image_root)
-    records, _ = load_sft_records(train_path, image_root)
-    if cfg.data.get("max_samples"):
-        records = records[: int(cfg.data.max_samples)]
     rng = random.Random(int(cfg.seed))
     items = [(rel, prof) for rec in records for rel, prof in images_with_truth(rec, rng)]
     items = [(rel, prof) for rel, prof in items if all(isinstance(prof.get(e), str) for e in s["elements"])]
@@ -112,7 +104,7 @@ def run_phase(cfg: DictConfig) -> dict:
     tower = get_vision_tower(model)
     width = int(model.config.vision_config.out_hidden_size)  # the merger's output: one LM embedding per 2x2 patches
     torch.manual_seed(int(cfg.seed))
-    heads = torch.nn.ModuleDict({e.replace(" ", "_"): torch.nn.Linear(width, len(terms[e])) for e in s["elements"]})
+    heads = {e: torch.nn.Linear(width, len(terms[e])) for e in s["elements"]}
 
     def batch(chunk: list[tuple[str, dict]]):
         images = []
@@ -139,13 +131,13 @@ def run_phase(cfg: DictConfig) -> dict:
                 pixels, grid, labels = batch(eval_items[i:i + 64])
                 h = pooled(pixels, grid)
                 for e in s["elements"]:
-                    right[e] += int((heads[e.replace(" ", "_")](h).argmax(-1) == labels[e]).sum())
+                    right[e] += int((heads[e](h).argmax(-1) == labels[e]).sum())
         tower.train()
         return {e: round(right[e] / len(eval_items), 4) for e in s["elements"]}
 
     for p in model.parameters():
         p.requires_grad_(False)
-    params = list(tower.parameters()) + list(heads.parameters())
+    params = list(tower.parameters()) + [q for head in heads.values() for q in head.parameters()]
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=s["learning_rate"], weight_decay=0.0)
@@ -160,7 +152,7 @@ def run_phase(cfg: DictConfig) -> dict:
         pixels, grid, labels = batch(rng.sample(train_items, s["batch_size"]))
         h = pooled(pixels, grid)
         active = first if first and step <= s["first_steps"] else s["elements"]
-        loss = sum(torch.nn.functional.cross_entropy(heads[e.replace(" ", "_")](h), labels[e]) for e in active) / len(active)
+        loss = sum(torch.nn.functional.cross_entropy(heads[e](h), labels[e]) for e in active) / len(active)
         if not torch.isfinite(loss):
             raise RuntimeError(f"vision_heads: the loss is {loss.item()} at step {step}; lower vision_heads.learning_rate={s['learning_rate']}")
         loss.backward()
