@@ -251,3 +251,18 @@ def test_image_root_that_is_not_a_folder_is_named(mini_data, tmp_path):
         load_subsets(str(mini_data), ["SP_ID"], None, str(tmp_path / "nowhere" / "{subset}"))
     recs, root = load_subsets(str(mini_data), ["SP_ID"], 3, str(mini_data / "data" / "{subset}" / "images"))["SP_ID"]
     assert len(recs) == 3 and root == mini_data / "data" / "SP_ID" / "images"
+
+
+def test_generation_batch_size_auto_is_64_on_cpu_and_16_on_cuda(tmp_path):
+    """generation.batch_size=auto (the default): 64 on CPU, 16 on CUDA; an integer passes as given; anything else is
+    refused with the key named."""
+    from preferthinker.evaluation.run import resolve_batch_size, validate
+    from preferthinker.runtime import ConfigError
+
+    cfg = compose("eval", [f"run_dir={tmp_path}"])
+    assert cfg.generation.batch_size == "auto"
+    assert resolve_batch_size(cfg, cuda=False) == 64 and resolve_batch_size(cfg, cuda=True) == 16
+    assert resolve_batch_size(compose("eval", [f"run_dir={tmp_path}", "generation.batch_size=8"]), cuda=False) == 8
+    for bad in ("0", "big", "true"):
+        with pytest.raises(ConfigError, match="generation.batch_size"):
+            validate(compose("eval", [f"run_dir={tmp_path}", f"generation.batch_size={bad}"]))

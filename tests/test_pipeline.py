@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from preferthinker.runtime import ConfigError
 from tests.conftest import REPO
 
 
@@ -90,9 +91,9 @@ class _Recorder:
             return
         run_dir = Path(args["run_dir"])
         if script == "eval.py":
+            rows = [("Random", 0.5, None), ("Base model", 0.49, 1.0), ("SFT", 0.875, 62.0), ("SFT_RL", 0.9, 63.5)]
             systems = {name: {"subsets": {"SP_ID": {"accuracy": acc, "ci95": [acc - 0.05, acc + 0.05], "pred_similarity": pred}}}
-                       for name, acc, pred in [("Random", 0.5, None), ("Base model", 0.49, 1.0), ("SFT", 0.875, 62.0),
-                                               ("SFT_RL", 0.9, 63.5)]}
+                       for name, acc, pred in rows if name != "Base model" or "base" in args.get("systems", "")}
             results = {"system": "SFT+RL+PR", "subsets": {"SP_ID": {"accuracy": 0.92, "ci95": [0.88, 0.95], "pred_similarity": 64.0}},
                        "systems": systems,
                        # stored in one order per pair of systems, as eval.py writes them; the table reads either order
@@ -141,9 +142,12 @@ def test_default_pipeline_chains_every_stage_from_the_previous_one(tmp_path, mon
     table = (pipe / "ablation.md").read_text().split("\n\n")[0].splitlines()
     assert summary["ablation_table"] == str(pipe / "ablation.md")
     assert table[0] == "| System | SP_ID | Pred | Avg. |"
-    assert [line.split(" | ")[0] for line in table[2:]] == ["| Random", "| Base model", "| SFT", "| SFT+RL", "| SFT+RL+PR"]
+    assert [line.split(" | ")[0] for line in table[2:]] == ["| Random", "| SFT", "| SFT+RL", "| SFT+RL+PR"]
     assert table[2] == "| Random | 50.0 [45.0, 55.0] | – | 50.0 |"
-    assert table[5] == "| SFT+RL | 90.0 [85.0, 95.0] | 63.5 | 90.0 |"
+    assert table[4] == "| SFT+RL | 90.0 [85.0, 95.0] | 63.5 | 90.0 |"
+    # the untrained Base row is not scored by default (0 by construction), and the table says so
+    assert "systems" not in eval_args and "base_model" not in eval_args
+    assert "Base model: not scored (eval_base=false)" in (pipe / "ablation.md").read_text()
     # what each stage adds to the four-split average, with the paired interval's verdict
     steps = (pipe / "ablation.md").read_text().split("What each stage adds")[1].splitlines()
     assert "| SFT+RL - SFT | accuracy | +2.5 | [+1.0, +4.0] | above 0 |" in steps
@@ -189,3 +193,18 @@ def test_eta_scales_the_expected_minutes_by_the_finished_stages():
     # a short stage alone says nothing about the machine: the expectation stands
     assert eta_seconds({"data": 120.0}, ["sft", "eval"], expected) == 50 * 60
     assert eta_seconds({"data": 120.0}, ["unknown"], expected) == 0
+
+
+def test_eval_base_scores_the_untrained_backbone(tmp_path, monkeypatch):
+    """eval_base=true adds the Base row (the tiny backbone) to the eval stage and the table; a non-boolean is refused."""
+    from preferthinker import pipeline
+
+    rec = _Recorder()
+    monkeypatch.setattr(pipeline, "_call", rec)
+    _run_in_process(tmp_path, "tiny_model=/models/tiny", "eval_base=true")
+    eval_args = rec.calls[-1][1]
+    assert eval_args["systems"] == "[model,base,pixel,random]" and eval_args["base_model"] == "/models/tiny"
+    text = (tmp_path / "pipe" / "ablation.md").read_text()
+    assert "| Base model | 49.0 [44.0, 54.0] | 1.0 | 49.0 |" in text and "not scored" not in text
+    with pytest.raises(ConfigError, match="eval_base"):
+        _run_in_process(tmp_path, "tiny_model=/models/tiny", "eval_base=maybe")

@@ -266,7 +266,7 @@ def test_speed_switches_are_checked_and_reported(mini_data, tiny_model, tmp_path
     res = run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "run", **{
         "trainer.max_steps": 1, "trainer.save_strategy": "no", "trainer.gradient_checkpointing": True,
         "trainer.per_device_train_batch_size": 2})))
-    assert res["speed"] == {"padding_free": False, "liger_kernel": False, "fused_lm_head": "trl", "attn_implementation": "sdpa",
+    assert res["speed"] == {"padding_free": False, "liger_kernel": False, "length_split": 1, "fused_lm_head": "trl", "attn_implementation": "sdpa",
                             "vision_attn_implementation": "sdpa", "gradient_checkpointing": True, "per_device_train_batch_size": 2,
                             "gradient_accumulation_steps": 1, "bf16": False}
     with pytest.raises(ConfigError, match=r"speed\.padding_free=true: TRL 1\.16's SFTTrainer refuses"):
@@ -284,3 +284,57 @@ def test_speed_switches_are_checked_and_reported(mini_data, tiny_model, tmp_path
     assert speed_mod.speed_settings(cfg, cuda=True)["sft_args"] == {"use_liger_kernel": True}
     with pytest.raises(ConfigError, match="CUDA only"):
         speed_mod.speed_settings(cfg, cuda=False)
+
+
+def test_step_sorted_sampler_keeps_each_steps_rows_and_sorts_them_by_length():
+    """Each optimizer step holds the rows of a seeded random draw (every row once per epoch), sorted longest first so
+    the step's micro-batches hold rows of like length; the order is fixed by (seed, epoch) for a resumed run."""
+    from preferthinker.train.speed import StepSortedSampler
+
+    lengths = [440 if i % 2 else 30 for i in range(203)]
+    s = StepSortedSampler(lengths, rows_per_step=8, seed=3)
+    steps = s.steps()
+    assert sorted(i for st in steps for i in st) == list(range(203)) and list(iter(s)) == [i for st in steps for i in st]
+    assert [len(st) for st in steps] == [8] * 25 + [3]
+    assert all([lengths[i] for i in st] == sorted((lengths[i] for i in st), reverse=True) for st in steps)
+    assert any(len({lengths[i] for i in st}) > 1 for st in steps)   # steps stay mixed: only the micro-batches are sorted
+    again = StepSortedSampler(lengths, rows_per_step=8, seed=3)
+    assert again.steps() == steps
+    s.set_epoch(1)
+    again.set_epoch(1)
+    assert s.steps() == again.steps() != steps
+
+
+def test_row_length_counts_text_and_image_tokens():
+    from preferthinker.train.speed import row_length
+
+    row = {"prompt": [{"role": "system", "content": "x" * 40},
+                      {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "y" * 20}]}],
+           "completion": [{"role": "assistant", "content": [{"type": "text", "text": "z" * 400}]}]}
+    assert row_length(row, tokens_per_image=4) == (40 + 20 + 400) // 4 + 2 * 4
+
+
+def test_length_split_gives_the_unsplit_update_with_less_padding(mini_data, tiny_model, tmp_path):
+    """speed.length_split: a step of 4 rows trained as 2 micro-batches of 2 or 4 of 1 (the same sampled rows, sorted by
+    length) reaches the same weights: the loss is the token mean over the whole step in both, not a mean of
+    micro-batch means. Reported in results.json; a value that does not divide the batch is a ConfigError."""
+    from safetensors.torch import load_file
+
+    from preferthinker.train.sft import run
+
+    finals = []
+    for split in (2, 4):
+        res = run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / f"s{split}", **{
+            "trainer.max_steps": 2, "trainer.save_strategy": "no", "trainer.per_device_train_batch_size": 4,
+            "data.align_per_record": 1, "speed.length_split": split})))
+        assert res["speed"]["length_split"] == split and res["global_step"] == 2
+        assert res["speed"]["per_device_train_batch_size"] == 4 // split and res["speed"]["gradient_accumulation_steps"] == split
+        finals.append(load_file(tmp_path / f"s{split}" / "final" / "model.safetensors"))
+    base = load_file(tiny_model / "model.safetensors")
+    assert any(not torch.equal(finals[0][k], base[k]) for k in base)
+    for k in finals[0]:
+        torch.testing.assert_close(finals[0][k], finals[1][k], rtol=0, atol=2e-4, msg=k)  # Adam steps of lr=2e-3: float order only
+    for bad in (3, 0, "yes"):
+        with pytest.raises(ConfigError, match=r"speed\.length_split"):
+            run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad", **{
+                "trainer.per_device_train_batch_size": 4, "speed.length_split": bad})))

@@ -174,9 +174,26 @@ def run_phase(cfg: DictConfig) -> dict:
         kw.setdefault("eval_strategy", "steps")
         kw.setdefault("eval_steps", kw.get("save_steps", 100))
         kw.setdefault("per_device_eval_batch_size", kw["per_device_train_batch_size"])
+    split, lengths = speed["length_split"], None
+    if split > 1:  # each step's rows in length-sorted micro-batches, gradients accumulated: the same update, less padding
+        if kw.get("train_sampling_strategy") == "sequential":
+            raise ConfigError("speed.length_split>1 with data.align_schedule=first: the length-sorted steps would reorder the "
+                              "curriculum; set speed.length_split=1")
+        from preferthinker.train.speed import row_length
+
+        batch = int(kw["per_device_train_batch_size"])
+        kw.update(per_device_train_batch_size=batch // split, gradient_accumulation_steps=int(kw.get("gradient_accumulation_steps", 1)) * split)
+        lengths = [row_length(r, spec.max_pixels // (28 * 28) or 1) for r in rows]
+        log.info("each step's %d rows in %d length-sorted micro-batches of %d (rows %d..%d tokens, approx.)", batch, split, batch // split,
+                 min(lengths), max(lengths))
     args = make_args(SFTConfig, kw)
     vision_lr = cfg.get("vision_learning_rate")
-    trainer = with_vision_learning_rate(SFTTrainer, None if vision_lr is None else float(vision_lr))(
+    trainer_cls = with_vision_learning_rate(SFTTrainer, None if vision_lr is None else float(vision_lr))
+    if lengths is not None:
+        from preferthinker.train.speed import with_step_sorted_sampler
+
+        trainer_cls = with_step_sorted_sampler(trainer_cls, lengths, seed=int(cfg.seed))
+    trainer = trainer_cls(
         model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds, processing_class=processor,
         peft_config=peft_config(cfg), callbacks=fault_injection_callbacks())
     log.info("trainable parameters: %s", f"{count_parameters(trainer.model)['trainable']:,}")

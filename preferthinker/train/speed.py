@@ -10,6 +10,14 @@ The ``speed`` block of configs/sft.yaml, plus three existing keys, each switchab
   (needs ``pip install -e ".[liger]"``). The fused linear + cross-entropy is not liger's here: TRL 1.16 already patches
   the model with its own fused LM head (``add_fused_lm_head``: tiled log-probs of the labelled positions, never the full
   [tokens, vocab] logits), always on, and refuses liger's ``fused_linear_cross_entropy`` next to it.
+* ``speed.length_split``: each optimizer step's batch (``per_device_train_batch_size`` rows) is cut into this many
+  micro-batches, the rows sorted by length so that short rows share a micro-batch, and the gradients accumulated
+  (``StepSortedSampler``; ``gradient_accumulation_steps`` is multiplied by it). A step sees the same rows as an
+  unsplit batch and TRL's loss divides the token sum by the tokens of the whole accumulation window
+  (``num_items_in_batch``), so the update is the unsplit one; only padding is saved. The tiny default's CoT phase mixes
+  ~440-token responses with ~30-token alignment rows one to one: a random batch of 8 pads every row to the longest.
+  (Grouping whole batches by length instead, transformers' ``group_by_length``, changes the recipe: alignment-only
+  steps, half as many CoT steps; measured at chance on the tiny default, docs/results.md.)
 * ``model.attn_implementation``: ``auto`` picks FlashAttention-2 when ``flash_attn`` imports on CUDA in half precision
   (varlen kernels for the vision tower too: transformers gives the ViT the same implementation), else SDPA;
   ``flash_attention_2`` asks for it explicitly and is a ConfigError when flash-attn or CUDA is missing.
@@ -27,7 +35,7 @@ from omegaconf import DictConfig
 
 from preferthinker.runtime import ConfigError, check
 
-__all__ = ["speed_report", "speed_settings"]
+__all__ = ["StepSortedSampler", "row_length", "speed_report", "speed_settings", "with_step_sorted_sampler"]
 
 _TRL_VLM_REFUSAL = ("TRL 1.16's SFTTrainer refuses padding-free batches and packing for vision datasets "
                     "(trl/trainer/sft_trainer.py: 'Padding-free training is yet not supported for vision datasets'), and "
@@ -64,7 +72,14 @@ def speed_settings(cfg: DictConfig, cuda: bool | None = None) -> dict[str, Any]:
                               "CUDA only); use auto (FlashAttention when available, else SDPA) or sdpa")
         if not cuda:
             raise ConfigError(f"model.attn_implementation={attn}: FlashAttention runs on CUDA only; use auto or sdpa on this machine")
-    return {"padding_free": False, "liger_kernel": bool(liger), "sft_args": {"use_liger_kernel": True} if liger else {}}
+    split = speed.get("length_split", 1)
+    check(isinstance(split, int) and not isinstance(split, bool) and 1 <= split <= 64, "speed.length_split", split,
+          "use an integer 1..64 (1 = off)")
+    batch = int(cfg.trainer.per_device_train_batch_size)
+    check(batch % split == 0, "speed.length_split", split,
+          f"must divide trainer.per_device_train_batch_size={batch} (each micro-batch gets batch/length_split rows)")
+    return {"padding_free": False, "liger_kernel": bool(liger), "length_split": split,
+            "sft_args": {"use_liger_kernel": True} if liger else {}}
 
 
 def speed_report(model: Any, args: Any, settings: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +89,7 @@ def speed_report(model: Any, args: Any, settings: dict[str, Any]) -> dict[str, A
     return {
         "padding_free": settings["padding_free"],
         "liger_kernel": settings["liger_kernel"],
+        "length_split": settings.get("length_split", 1),
         "fused_lm_head": "trl",  # TRL 1.16 SFTTrainer's own tiled log-prob head, always on
         "attn_implementation": getattr(cfg, "_attn_implementation", None),
         "vision_attn_implementation": getattr(vision, "_attn_implementation", None),
@@ -82,3 +98,72 @@ def speed_report(model: Any, args: Any, settings: dict[str, Any]) -> dict[str, A
         "gradient_accumulation_steps": int(args.gradient_accumulation_steps),
         "bf16": bool(args.bf16),
     }
+
+
+def row_length(row: dict[str, Any], tokens_per_image: int) -> int:
+    """Approximate token length of a conversational SFT row (prompt + completion): ~4 characters per text token plus
+    ``tokens_per_image`` per image. Only the order of lengths matters to the sampler."""
+    chars, images = 0, 0
+    for msg in [*(row.get("prompt") or []), *(row.get("completion") or [])]:
+        content = msg.get("content")
+        for part in ([{"type": "text", "text": content}] if isinstance(content, str) else content or []):
+            if part.get("type") == "image":
+                images += 1
+            else:
+                chars += len(str(part.get("text") or ""))
+    return chars // 4 + images * int(tokens_per_image)
+
+
+class StepSortedSampler:
+    """Row indices for a data loader with micro-batches of ``rows_per_step / split`` rows: each epoch draws a seeded
+    permutation, cuts it into steps of ``rows_per_step`` rows (one optimizer step each), and sorts every step's rows
+    by length, longest first, so its micro-batches hold rows of like length. Every row comes once per epoch, and a
+    step holds the rows a random batch of ``rows_per_step`` would. ``set_epoch`` (called by the Trainer each epoch)
+    fixes the order, so a resumed run sees the same steps."""
+
+    def __init__(self, lengths: list[int], rows_per_step: int, seed: int = 0):
+        if rows_per_step < 1:
+            raise ValueError(f"rows_per_step must be >= 1, got {rows_per_step}")
+        self.lengths, self.rows_per_step, self.seed, self.epoch = list(lengths), int(rows_per_step), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def steps(self) -> list[list[int]]:
+        import numpy as np
+
+        perm = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.lengths)).tolist()
+        return [sorted(perm[i:i + self.rows_per_step], key=lambda j: -self.lengths[j])
+                for i in range(0, len(perm), self.rows_per_step)]
+
+    def __iter__(self):
+        for step in self.steps():
+            yield from step
+
+
+def with_step_sorted_sampler(trainer_cls: type, lengths: list[int], seed: int) -> type:
+    """A subclass of ``trainer_cls`` drawing its training rows from a ``StepSortedSampler`` over ``lengths`` (one per
+    training row), one step = micro-batch x gradient accumulation rows."""
+
+    class StepSortedTrainer(trainer_cls):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # Qwen2.5-VL declares accepts_loss_kwargs=False, so the Trainer would not count the labelled tokens of the
+            # accumulation window (num_items_in_batch) and TRL would average each micro-batch on its own, weighting a
+            # micro-batch of short rows like one of long rows. TRL's SFT loss (per-token log-probs of its fused head,
+            # never the model's own loss) divides by num_items_in_batch when it gets it: counted, the split step's
+            # loss is the token mean over all its rows, as in the unsplit batch.
+            self.model_accepts_loss_kwargs = True
+
+        def _get_train_sampler(self, train_dataset=None):
+            ds = self.train_dataset if train_dataset is None else train_dataset
+            if ds is None or len(ds) != len(lengths):
+                return super()._get_train_sampler(train_dataset)
+            rows = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps
+            return StepSortedSampler(lengths, rows, seed=seed)
+
+    StepSortedTrainer.__name__ = f"StepSorted{trainer_cls.__name__}"
+    return StepSortedTrainer

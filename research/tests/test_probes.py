@@ -81,3 +81,74 @@ def test_research_gpu_scripts_parse_and_use_the_benchmarks_environment():
         proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert proc.returncode == 0, (script.name, proc.stderr)
         assert 'source "$(dirname "${BASH_SOURCE[0]}")/../benchmarks/gpu_env.sh"' in script.read_text(), script.name
+
+
+def _import(name):
+    sys.path.insert(0, str(RESEARCH))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+_RAW = """<visual preference profile>
+"Art Styles": "Pop Art, Minimalism",
+"Color": "Golden Yellow, Jungle Green",
+"Artistic Medium": "Flat Digital",
+"Saturation": "Pastel",
+"Detail": "Selective"
+</visual preference profile>
+
+<visual non-preference profile>
+"Art Styles": "Art Deco",
+"Color": "Cobalt Blue",
+"Artistic Medium": "Pixel Mosaic",
+"Saturation": "Muted",
+"Detail": "Smooth"
+</visual non-preference profile>
+
+<think>
+1. Artistic style:
+A shows Art Deco; liked Pop Art no, Minimalism no; disliked Art Deco yes. B shows Pop Art; liked Pop Art yes, Minimalism no; disliked Art Deco no.
+Image A(1) - Art Deco, non-preferred;
+Image B(5) - Pop Art, preferred.
+
+2. Color:
+A shows Golden Yellow; liked Jungle Green no, Jungle Green no; disliked Cobalt Blue no. B shows Teal; liked Jungle Green no, Jungle Green no; disliked Cobalt Blue no.
+Image A(3) - Golden Yellow, neutral;
+Image B(3) - Teal, neutral.
+
+Total:
+Image A: total_score=4
+Image B: total_score=8
+</think>
+
+<answer>Image B</answer>"""
+
+
+def test_section_errors_separates_copy_check_and_score_errors():
+    se = _import("section_errors")
+    rec = {"raw": _RAW, "swapped": False, "true_scores_a": [1, 5, 3, 3, 3], "true_scores_b": [5, 3, 3, 3, 3],
+           "pred_preference": {"Art Styles": "Pop Art, Minimalism", "Color": "Golden Yellow, Jungle Green"},
+           "pred_non_preference": {"Art Styles": "Art Deco", "Color": "Cobalt Blue"}}
+    c = se.analyse([rec, {**rec, "swapped": True}])   # the swapped copy is not counted
+    assert c["sections"] == 2 and c["notes"] == 4
+    assert c["copy: terms differ from the predicted profile"] == 2   # both Color notes wrote Jungle Green twice
+    assert c["check: yes/no contradicts the written terms"] == 0     # Golden Yellow was never written as liked
+    assert c["score: does not follow the written yes/no"] == 0
+    assert c["score: differs from the truth"] == 1                   # A's Color: 3 written, 5 true
+
+
+def test_paired_compare_reads_two_prediction_folders(tmp_path, capsys):
+    pc = _import("paired_compare")
+    for name, answers in (("a", ["Image A"] * 6), ("b", ["Image A", "Image B"] * 3)):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"subset": "SP_ID", "pair_id": f"p{i}", "user_id": f"u{i}", "swapped": False, "label": "Image A",
+                 "answer": ans} for i, ans in enumerate(answers)]
+        (folder / "SP_ID.rank0.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    res = pc.main([str(tmp_path / "a"), str(tmp_path / "b"), "--n-boot", "200"])
+    assert abs(res["accuracy"]["diff"] - 0.5) < 1e-9 and res["accuracy"]["n"] == 6
+    assert "| SP_ID | 6 | 100.0 | 50.0 | +50.0 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="not a folder"):
+        pc.main([str(tmp_path / "missing"), str(tmp_path / "b")])
