@@ -59,3 +59,20 @@ def test_gpu_shell_scripts_parse_and_share_one_environment(tmp_path):
     stamp, said = proc.stdout.strip().split(" ", 1)
     assert stamp in ("[0s]", "[1s]") and said == f"out={tmp_path / 'out'} path=/tmp/site:{tmp_path}:/extra offline=1"
     assert (tmp_path / "out").is_dir()
+
+
+@pytest.mark.slow
+def test_cpu_batching_times_the_split_and_the_eval_batch_through_the_scripts(mini_data, tiny_model, tmp_path):
+    """benchmarks/cpu_batching.py on the mini data: one entry per split and per batch size, in the JSON it writes;
+    splits 2 and 4 draw the same rows and log the same losses; the eval's accuracy does not depend on the batch."""
+    out = tmp_path / "b.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cpu_batching.py"), "--sft-model", str(tiny_model),
+                           "--eval-model", str(tiny_model), "--data-root", str(mini_data), "--sft-steps", "2", "--splits", "2,4",
+                           "--eval-users", "2", "--batch-sizes", "1,4", "--max-new-tokens", "16", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert [r["split"] for r in res["sft"]] == [2, 4] and [r["batch_size"] for r in res["eval"]] == [1, 4]
+    a, b = (r["first_losses"] for r in res["sft"])
+    assert len(a) == 2 and all(abs(x - y) < 1e-3 * max(1.0, abs(x)) for x, y in zip(a, b))
+    assert res["eval"][0]["accuracy"] == res["eval"][1]["accuracy"] and res["eval"][0]["samples"] > 0
+    assert "length_split=2" in proc.stdout and "batch_size=4" in proc.stdout

@@ -25,7 +25,7 @@ def test_default_sft_config_runs_the_tiny56_curriculum():
     assert phases[1].settings == {"data.align_schedule": "only", "data.val_samples": 0,
                                   "trainer.per_device_train_batch_size": 32, "trainer.num_train_epochs": 2}
     assert phases[2].settings["data.check_per_record"] == 4
-    assert phases[3].settings == {"data.align_per_record": 1, "trainer.num_train_epochs": 3, "speed.length_split": 4}
+    assert phases[3].settings == {"data.align_per_record": 1, "trainer.num_train_epochs": 3}
     assert phases_of(compose("sft", ["curriculum=none"])) == []
     assert [p.name for p in phases_of(compose("sft", ["curriculum=tiny112"]))] == ["detail", "styles_detail", "align", "checks",
                                                                                   "cot", "cot2"]
