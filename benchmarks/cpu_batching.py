@@ -47,9 +47,10 @@ def sft_split(model: str, data_root: str, steps: int, split: int, run_dir: Path)
             "s_per_step": round(float(end["train_runtime"]) / steps, 3), "first_losses": [float(e["loss"]) for e in hist if "loss" in e][:4]}
 
 
-def eval_batch(model: str, data_root: str, users: int, batch: int, run_dir: Path, max_new_tokens: int) -> dict:
+def eval_batch(model: str, data_root: str, users: int, batch: int, run_dir: Path, max_new_tokens: int, subsets: str | None) -> dict:
     _run("eval.py", [f"run_dir={run_dir}", f"model.path={model}", f"data.root={data_root}", f"bench.max_samples={users}", "systems=[model]",
-                     f"generation.batch_size={batch}", f"generation.max_new_tokens={max_new_tokens}", "metrics.similarity=false"])
+                     f"generation.batch_size={batch}", f"generation.max_new_tokens={max_new_tokens}", "metrics.similarity=false",
+                     *([f"data.eval_subsets=[{subsets}]"] if subsets else [])])
     res = json.loads((run_dir / "results.json").read_text())
     name = res["system"]
     return {"batch_size": batch, "samples": int(res["errors"][name]["n"]),
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--eval-users", type=int, default=50, help="users per held-out split (x2 orders x4 splits samples)")
     ap.add_argument("--batch-sizes", default="16,64,128")
     ap.add_argument("--max-new-tokens", type=int, default=512, help="the eval's cap (512, its default)")
+    ap.add_argument("--subsets", default=None, help="comma-separated held-out splits (default: the data config's four)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     for p in (args.sft_model, args.eval_model, args.data_root):
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"sft length_split={split}: {r['train_runtime_s']} s for {args.sft_steps} steps ({r['s_per_step']} s/step), "
                   f"losses {[round(x, 4) for x in r['first_losses']]}", flush=True)
         for b in (int(s) for s in args.batch_sizes.split(",")):
-            r = eval_batch(args.eval_model, args.data_root, args.eval_users, b, Path(tmp) / f"eval{b}", args.max_new_tokens)
+            r = eval_batch(args.eval_model, args.data_root, args.eval_users, b, Path(tmp) / f"eval{b}", args.max_new_tokens, args.subsets)
             out["eval"].append(r)
             print(f"eval batch_size={b}: {r['samples']} samples in {r['seconds']} s ({r['samples_per_s']} samples/s), "
                   f"accuracy {r['accuracy']}", flush=True)

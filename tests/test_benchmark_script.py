@@ -68,7 +68,7 @@ def test_cpu_batching_times_the_split_and_the_eval_batch_through_the_scripts(min
     out = tmp_path / "b.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cpu_batching.py"), "--sft-model", str(tiny_model),
                            "--eval-model", str(tiny_model), "--data-root", str(mini_data), "--sft-steps", "2", "--splits", "2,4",
-                           "--eval-users", "2", "--batch-sizes", "1,4", "--max-new-tokens", "16", "--out", str(out)], capture_output=True, text=True, timeout=600)
+                           "--eval-users", "2", "--batch-sizes", "1,4", "--max-new-tokens", "16", "--subsets", "SP_ID,SP_OD", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     assert [r["split"] for r in res["sft"]] == [2, 4] and [r["batch_size"] for r in res["eval"]] == [1, 4]
