@@ -179,11 +179,12 @@ def run_phase(cfg: DictConfig) -> dict:
         if kw.get("train_sampling_strategy") == "sequential":
             raise ConfigError("speed.length_split>1 with data.align_schedule=first: the length-sorted steps would reorder the "
                               "curriculum; set speed.length_split=1")
+        from preferthinker.prompting import IMAGE_FACTOR
         from preferthinker.train.speed import row_length
 
         batch = int(kw["per_device_train_batch_size"])
         kw.update(per_device_train_batch_size=batch // split, gradient_accumulation_steps=int(kw.get("gradient_accumulation_steps", 1)) * split)
-        lengths = [row_length(r, spec.max_pixels // (28 * 28) or 1) for r in rows]
+        lengths = [row_length(r, spec.max_pixels // IMAGE_FACTOR ** 2) for r in rows]  # one LM token per 28x28 pixels
         log.info("each step's %d rows in %d length-sorted micro-batches of %d (rows %d..%d tokens, approx.)", batch, split, batch // split,
                  min(lengths), max(lengths))
     args = make_args(SFTConfig, kw)
