@@ -148,6 +148,35 @@ def test_alignment_rows_can_name_chosen_elements_only(mini_data):
         build_alignment_examples(recs, root, spec, elements=["Brushwork"])
 
 
+def test_check_rows_with_profile_context(mini_data):
+    """data.check_context=profile: a check row's prompt holds the record's two profile blocks (as its response
+    writes them) and the section's own heading, and its completion is the same section as the plain row's, so
+    the note's liked/disliked terms are a copy of what the prompt shows; the default rows stay the instruction alone."""
+    from preferthinker.data.loading import CHECK_PROMPT, PromptSpec, build_check_examples
+    from preferthinker.data.schema import load_train_jsonl
+
+    recs = load_train_jsonl(mini_data / "train" / "sft.jsonl")[:4]
+    spec = PromptSpec(style="compact", system="compact")
+    plain = build_check_examples(recs, spec, per_record=2, seed=0)
+    ctx = build_check_examples(recs, spec, per_record=2, seed=0, context="profile")
+    assert len(plain) == len(ctx) == 4  # one noted section (Color) per mini response
+    for a, b, rec in zip(plain, ctx, recs, strict=True):
+        assert a["completion"] == b["completion"] and a["prompt"][0] == b["prompt"][0]  # same section, same system message
+        assert a["prompt"][-1]["content"][0]["text"] == CHECK_PROMPT
+        text = b["prompt"][-1]["content"][0]["text"]
+        assert text == f"{CHECK_PROMPT}\n{rec.response.split('<think>')[0].strip()}\n2. Color:"
+        body = b["completion"][0]["content"][0]["text"]
+        liked = rec.prefer_attributes["Color"]
+        assert f'"Color": "{liked}"' in text and f"liked {liked} " in body  # the copied term is in the prompt
+    uniform = build_check_examples(recs, spec, per_record=3, seed=0, candidates="uniform", context="profile")
+    assert len(uniform) == 12
+    for row in uniform:  # the drawn section's heading names the element whose liked term the note copies
+        text, body = row["prompt"][-1]["content"][0]["text"], row["completion"][0]["content"][0]["text"]
+        assert text.rsplit("\n", 1)[-1] in {"1. Artistic style:", "2. Color:", "3. Artistic Medium:", "4. Saturation:", "5. Detail:"}
+    with pytest.raises(ValueError, match="context"):
+        build_check_examples(recs, spec, context="sections")
+
+
 def _sft_cmd(mini_data, tiny_model, run_dir, *extra, launcher=None):
     over = sft_overrides(mini_data, tiny_model, run_dir, **{"trainer.max_steps": 6, "trainer.save_steps": 2, "trainer.save_total_limit": 5})
     return (launcher or [sys.executable]) + [str(REPO / "scripts" / "train_sft.py"), *over, *extra]
@@ -173,6 +202,10 @@ def test_alignment_stage_and_curriculum(mini_data, tiny_model, tmp_path):
         "data.check_per_record": 2, "data.check_candidates": "uniform", "data.align_schedule": "only", "trainer.max_steps": 1,
         "trainer.save_strategy": "no"})))
     assert uniform["check_rows"] == 2 * 24
+    context = run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "context", **{
+        "data.check_per_record": 1, "data.check_context": "profile", "data.align_schedule": "only", "trainer.max_steps": 1,
+        "trainer.save_strategy": "no"})))
+    assert context["check_rows"] == context["train_samples"] == 24
     # text-only check rows, single-image rows and 12-image CoT rows in the same batches
     mixed = run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "mixed", **{
         "data.check_per_record": 1, "data.align_per_record": 1, "trainer.per_device_train_batch_size": 12, "trainer.max_steps": 2,
@@ -192,6 +225,8 @@ def test_alignment_stage_and_curriculum(mini_data, tiny_model, tmp_path):
         run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad3", **{"data.check_per_record": -1})))
     with pytest.raises(ConfigError, match="data.check_candidates"):
         run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad4", **{"data.check_candidates": "random"})))
+    with pytest.raises(ConfigError, match="data.check_context"):
+        run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad6", **{"data.check_context": "notes"})))
     with pytest.raises(ConfigError, match="data.align_elements"):
         run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad", **{"data.align_elements": "[Brushwork]"})))
     with pytest.raises(ConfigError, match="data.align_schedule"):

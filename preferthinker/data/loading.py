@@ -335,10 +335,22 @@ def section_chunks(response: str) -> list[str]:
 
 
 CHECK_CANDIDATES = ("data", "uniform")
+CHECK_CONTEXTS = ("none", "profile")
+
+
+_HEADED_NOTE = re.compile(r"(?m)^(?P<heading>\d+\. [^\n]*):\n(?P<body>A shows [^\n]*\nImage A\([^\n]*\nImage B\([^\n]*)")
+
+
+def check_context_text(response: str, heading: str) -> str:
+    """The user text of a ``context="profile"`` check row: ``CHECK_PROMPT``, the response's two profile blocks
+    (everything before ``<think>``) and the section's heading ("2. Color"), so the row's completion continues
+    exactly as the CoT does after that heading."""
+    head = (response or "").split("<think>", 1)[0].strip()
+    return f"{CHECK_PROMPT}\n{head}\n{heading}:"
 
 
 def build_check_examples(records: Sequence[PreferenceRecord], spec: PromptSpec, *, per_record: int = 5, seed: int = 0,
-                         candidates: str = "data") -> list[dict]:
+                         candidates: str = "data", context: str = "none") -> list[dict]:
     """Text-only "check one element" drill rows, ``per_record`` per record whose CoT response carries
     ``describe_candidates=checks`` notes; each completion is one element's section (note + two score lines).
 
@@ -354,14 +366,24 @@ def build_check_examples(records: Sequence[PreferenceRecord], spec: PromptSpec, 
     model learns that comparison from short rows at batch 32 in ~1,500 steps (a few CPU minutes), while inside
     whole 700-token responses at batch 8 it stays at the all-"no" prior for the whole CoT stage
     (``docs/results.md``). Records without checks notes (the official files) contribute nothing.
+
+    ``context="none"``: the prompt is ``CHECK_PROMPT`` alone, so the liked/disliked terms of the note have nothing
+    to be copied from and are learned as a guess. ``"profile"``: the prompt also holds the record's two profile
+    blocks and the section's heading (``check_context_text``), so the note's terms are a copy of the element's
+    profile lines, the step the CoT takes (and, with two liked terms per element, most often gets wrong). Measured
+    on the tiny default's ``checks`` phase (``docs/results.md``, 2026-12-07): the SFT falls from 75.8 to 62.3 %
+    average accuracy (MP notes miscopy 24-26 % against 31-35 %, but SP notes 15-17 % against 8-11 %, and Saturation
+    and Detail scoring break), and the rows are 240 tokens against 165, so "none" stays the default.
     """
     import numpy as np
 
-    from preferthinker.profile import ELEMENTS, split_terms
+    from preferthinker.profile import ELEMENTS, THINK_HEADINGS, split_terms
     from preferthinker.data.synthetic.teacher import check_drill_section
 
     if candidates not in CHECK_CANDIDATES:
         raise ValueError(f"candidates must be one of {CHECK_CANDIDATES}, got {candidates!r}")
+    if context not in CHECK_CONTEXTS:
+        raise ValueError(f"context must be one of {CHECK_CONTEXTS}, got {context!r}")
     terms: dict[str, list[str]] = {e: [] for e in ELEMENTS}  # per element, the terms the uniform draw picks from
     if candidates == "uniform":
         for prof in (p for rec in records for p in _record_profiles(rec, references=False)):
@@ -370,19 +392,26 @@ def build_check_examples(records: Sequence[PreferenceRecord], spec: PromptSpec, 
                     if t not in terms[e]:
                         terms[e].append(t)
     rng = np.random.default_rng(seed)
-    prompt = _system_messages(spec) + [{"role": "user", "content": [{"type": "text", "text": CHECK_PROMPT}]}]
+    system = _system_messages(spec)
+
+    def prompt(heading: str, response: str) -> list[dict]:
+        text = CHECK_PROMPT if context == "none" else check_context_text(response, heading)
+        return system + [{"role": "user", "content": [{"type": "text", "text": text}]}]
+
     rows: list[dict] = []
     for rec in records:
-        chunks = [c for c in section_chunks(rec.response) if c.startswith("A shows ")]
+        chunks = [(m["heading"], m["body"]) for m in _HEADED_NOTE.finditer(rec.response or "")]
         if not chunks:
             continue
         if candidates == "data":
-            bodies = [chunks[int(i)] for i in rng.permutation(len(chunks))[:per_record]]
+            picked = [chunks[int(i)] for i in rng.permutation(len(chunks))[:per_record]]
         else:
-            order = [ELEMENTS[int(i)] for i in rng.permutation(len(ELEMENTS))]
-            bodies = [check_drill_section(e, split_terms(rec.prefer_attributes[e]), rec.non_prefer_attributes[e], terms[e], rng)
-                      for e in (order[k % len(order)] for k in range(per_record))]
-        rows += [{"prompt": prompt, "completion": [assistant_message(body)], "images": []} for body in bodies]
+            order = [int(i) for i in rng.permutation(len(ELEMENTS))]
+            picked = [(f"{i + 1}. {THINK_HEADINGS[i]}",
+                       check_drill_section(ELEMENTS[i], split_terms(rec.prefer_attributes[ELEMENTS[i]]), rec.non_prefer_attributes[ELEMENTS[i]],
+                                           terms[ELEMENTS[i]], rng))
+                      for i in (order[k % len(order)] for k in range(per_record))]
+        rows += [{"prompt": prompt(heading, rec.response), "completion": [assistant_message(body)], "images": []} for heading, body in picked]
     return rows
 
 

@@ -66,6 +66,8 @@ def validate_common(cfg: DictConfig) -> None:
     check(0 <= n_check <= 64, "data.check_per_record", n_check, "use 0..64 check rows per record (a response has 5 sections)")
     check(str(cfg.data.get("check_candidates") or "data") in ("data", "uniform"), "data.check_candidates", cfg.data.get("check_candidates"),
           "choose data (sections of the records' own responses) or uniform (candidate terms drawn uniformly)")
+    check(str(cfg.data.get("check_context") or "none") in ("none", "profile"), "data.check_context", cfg.data.get("check_context"),
+          "choose none (the check prompt alone) or profile (the record's profile blocks and the section heading before the note)")
     elements = cfg.data.get("align_elements")
     if elements is not None:
         from preferthinker.profile import ELEMENTS

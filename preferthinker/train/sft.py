@@ -127,7 +127,8 @@ def run_phase(cfg: DictConfig) -> dict:
     n_align = len(aux)
     if int(cfg.data.get("check_per_record") or 0) > 0:  # text-only matching drill rows (see build_check_examples)
         aux += build_check_examples(train_recs, spec, per_record=int(cfg.data.check_per_record), seed=int(cfg.seed),
-                                    candidates=str(cfg.data.get("check_candidates") or "data"))
+                                    candidates=str(cfg.data.get("check_candidates") or "data"),
+                                    context=str(cfg.data.get("check_context") or "none"))
         if len(aux) == n_align:
             raise ConfigError(f"data.check_per_record={cfg.data.check_per_record}: the responses of {train_path} have no section notes to "
                               "drill on (describe_candidates=checks); remake the data with it or set data.check_per_record=0")
