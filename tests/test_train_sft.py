@@ -349,15 +349,32 @@ def test_row_length_counts_text_and_image_tokens():
     assert row_length(row, tokens_per_image=4) == (40 + 20 + 400) // 4 + 2 * 4
 
 
-def test_length_split_gives_the_unsplit_update_with_less_padding(mini_data, tiny_model, tmp_path):
+def test_length_split_gives_the_unsplit_update_with_less_padding(mini_data, tiny_model, tmp_path, monkeypatch):
     """speed.length_split: a step of 4 rows trained as 2 micro-batches of 2 or 4 of 1 (the same sampled rows, sorted by
-    length) reaches the same weights: the loss is the token mean over the whole step in both, not a mean of
-    micro-batch means. Reported in results.json; a value that does not divide the batch is a ConfigError."""
+    length) reaches the same weights as the unsplit batch of those 4 rows (the stock trainer with the split's sampler
+    swapped in): the loss is the token mean over the whole step, not a mean of micro-batch means. Reported in
+    results.json; a value that does not divide the batch is a ConfigError."""
     from safetensors.torch import load_file
 
+    import preferthinker.train.sft as sft_module
+    from preferthinker.train.speed import StepSortedSampler
     from preferthinker.train.sft import run
 
-    finals = []
+    stock = sft_module.with_vision_learning_rate
+
+    def same_rows(cls, lr):  # the unsplit trainer (stock loss handling), fed the steps a split run draws (seed 42)
+        base = stock(cls, lr)
+
+        class SameRows(base):
+            def _get_train_sampler(self, train_dataset=None):
+                return StepSortedSampler([0] * len(self.train_dataset), 4, seed=42)
+        return SameRows
+
+    monkeypatch.setattr(sft_module, "with_vision_learning_rate", same_rows)
+    run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "s1", **{
+        "trainer.max_steps": 2, "trainer.save_strategy": "no", "trainer.per_device_train_batch_size": 4, "data.align_per_record": 1})))
+    monkeypatch.undo()
+    finals = [load_file(tmp_path / "s1" / "final" / "model.safetensors")]
     for split in (2, 4):
         res = run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / f"s{split}", **{
             "trainer.max_steps": 2, "trainer.save_strategy": "no", "trainer.per_device_train_batch_size": 4,
@@ -367,8 +384,9 @@ def test_length_split_gives_the_unsplit_update_with_less_padding(mini_data, tiny
         finals.append(load_file(tmp_path / f"s{split}" / "final" / "model.safetensors"))
     base = load_file(tiny_model / "model.safetensors")
     assert any(not torch.equal(finals[0][k], base[k]) for k in base)
-    for k in finals[0]:
-        torch.testing.assert_close(finals[0][k], finals[1][k], rtol=0, atol=2e-4, msg=k)  # Adam steps of lr=2e-3: float order only
+    for other in finals[1:]:
+        for k in finals[0]:
+            torch.testing.assert_close(finals[0][k], other[k], rtol=0, atol=2e-4, msg=k)  # Adam steps of lr=2e-3: float order only
     for bad in (3, 0, "yes"):
         with pytest.raises(ConfigError, match=r"speed\.length_split"):
             run(compose("sft", sft_overrides(mini_data, tiny_model, tmp_path / "bad", **{
