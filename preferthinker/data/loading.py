@@ -324,7 +324,8 @@ def build_read_examples(records: Sequence[PreferenceRecord], image_root: Path, s
 
 
 CHECK_PROMPT = "Check one element of two candidates against the preference profiles."
-_SECTION_NOTE = re.compile(r"(?m)^(?:A shows|liked) [^\n]*\nImage A\([^\n]*\nImage B\([^\n]*")
+_NOTE_REST = r"[^\n]*\nImage A\([^\n]*\nImage B\([^\n]*"  # a note line's remainder and its two score lines
+_SECTION_NOTE = re.compile(rf"(?m)^(?:A shows|liked) {_NOTE_REST}")
 
 
 def section_chunks(response: str) -> list[str]:
@@ -338,7 +339,7 @@ CHECK_CANDIDATES = ("data", "uniform")
 CHECK_CONTEXTS = ("none", "profile")
 
 
-_HEADED_NOTE = re.compile(r"(?m)^(?P<heading>\d+\. [^\n]*):\n(?P<body>A shows [^\n]*\nImage A\([^\n]*\nImage B\([^\n]*)")
+_HEADED_NOTE = re.compile(rf"(?m)^(?P<heading>\d+\. [^\n]*):\n(?P<body>A shows {_NOTE_REST})")
 
 
 def check_context_text(response: str, heading: str) -> str:

@@ -64,9 +64,11 @@ def validate_common(cfg: DictConfig) -> None:
     n_align, n_check = int(cfg.data.get("align_per_record") or 0), int(cfg.data.get("check_per_record") or 0)
     check(0 <= n_align <= 64, "data.align_per_record", n_align, "use 0..64 single-image rows per record")
     check(0 <= n_check <= 64, "data.check_per_record", n_check, "use 0..64 check rows per record (a response has 5 sections)")
-    check(str(cfg.data.get("check_candidates") or "data") in ("data", "uniform"), "data.check_candidates", cfg.data.get("check_candidates"),
+    from preferthinker.data.loading import CHECK_CANDIDATES, CHECK_CONTEXTS
+
+    check(str(cfg.data.get("check_candidates") or "data") in CHECK_CANDIDATES, "data.check_candidates", cfg.data.get("check_candidates"),
           "choose data (sections of the records' own responses) or uniform (candidate terms drawn uniformly)")
-    check(str(cfg.data.get("check_context") or "none") in ("none", "profile"), "data.check_context", cfg.data.get("check_context"),
+    check(str(cfg.data.get("check_context") or "none") in CHECK_CONTEXTS, "data.check_context", cfg.data.get("check_context"),
           "choose none (the check prompt alone) or profile (the record's profile blocks and the section heading before the note)")
     elements = cfg.data.get("align_elements")
     if elements is not None:
