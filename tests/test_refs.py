@@ -69,6 +69,36 @@ def test_paired_draw_caps_and_short_records():
     assert draw_refs([], DISLIKED, RefDraw((2,)), seed=0, key=1, max_refs=5)[0] == []
 
 
+def test_labelled_liked_groups_are_all_shown():
+    """A multi-preference user likes images of two profiles; a drawn subset must show both, or the target names a
+    term (and scores a candidate "preferred") that the row never shows."""
+    groups = ["P1", "P2", "P1", "P2", "P1"]
+    draw = RefDraw((1, 2, 3, 4, 5))
+    counts, fixed = Counter(), 0
+    for r in range(400):
+        plain = draw_refs(LIKED, DISLIKED, draw, seed=5, key=r, max_refs=5)
+        liked, disliked = draw_refs(LIKED, DISLIKED, draw, seed=5, key=r, max_refs=5, liked_groups=groups)
+        shown = {groups[LIKED.index(p)] for p in liked}
+        assert shown == {"P1", "P2"}, (r, liked)
+        assert liked == [p for p in LIKED if p in liked]  # record order kept
+        assert disliked == plain[1]  # the disliked side is the draw without labels
+        covered = {groups[LIKED.index(p)] for p in plain[0]} == {"P1", "P2"}
+        if covered:
+            assert liked == plain[0]  # a subset that already shows both is left alone
+        else:
+            fixed += 1
+            # one image swapped for the missing profile, or one added when the subset held a single image
+            assert len(liked) == max(len(plain[0]), 2)
+        counts[len(liked)] += 1
+    assert fixed > 50 and set(counts) == {2, 3, 4, 5}  # a lone liked image cannot show two profiles: it becomes two
+    # labels that are all one group change nothing; max_refs below the group count shows what fits
+    assert draw_refs(LIKED, DISLIKED, draw, seed=5, key=3, max_refs=5, liked_groups=["P"] * 5) == \
+        draw_refs(LIKED, DISLIKED, draw, seed=5, key=3, max_refs=5)
+    assert len(draw_refs(LIKED, DISLIKED, RefDraw((1,)), seed=5, key=3, max_refs=1, liked_groups=groups)[0]) == 1
+    with pytest.raises(ValueError, match="4 liked groups for 5 liked images"):
+        draw_refs(LIKED, DISLIKED, draw, seed=5, key=3, max_refs=5, liked_groups=groups[:4])
+
+
 def test_rows_show_the_drawn_subset_with_unchanged_targets(mini_data):
     from preferthinker.data.loading import PromptSpec, build_examples, shown_record
     from preferthinker.data.schema import load_train_jsonl

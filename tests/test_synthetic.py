@@ -269,6 +269,31 @@ def test_candidate_reading_rows_name_each_candidates_terms_in_the_whole_prompt(d
 # the dataset
 
 
+def test_mp_rows_show_both_liked_profiles(dataset):
+    """The rows built from synthetic MP records: every drawn subset holds a liked image of each profile the record's
+    target names; a record whose reference_profiles do not match its liked images is refused by name."""
+    import dataclasses
+
+    from preferthinker.data.loading import PromptSpec, liked_profile_groups, shown_record
+    from preferthinker.data.schema import load_train_jsonl
+
+    from preferthinker.data.refs import RefDraw
+
+    root = dataset[0] / "train" / "images"
+    recs = load_train_jsonl(dataset[0] / "train" / "sft.jsonl", root)
+    spec = PromptSpec(style="compact", system="compact", min_pixels=3136, max_pixels=3136)
+    mp = [r for r in recs if len(set(liked_profile_groups(r))) > 1]
+    assert mp, "the synthetic training split holds multi-preference users"
+    for seed in range(20):
+        for rec in mp:
+            groups = dict(zip(rec.preferred, liked_profile_groups(rec), strict=True))
+            shown = shown_record(rec, RefDraw((1, 2, 3, 4, 5)), spec, seed)
+            assert len({groups[p] for p in shown.preferred}) == 2
+    bad = dataclasses.replace(mp[0], extra={**mp[0].extra, "reference_profiles": {"preferred": mp[0].extra["reference_profiles"]["preferred"][:1]}})
+    with pytest.raises(ValueError, match=r"reference_profiles.preferred holds 1 entries for \d+ prefered_images"):
+        shown_record(bad, RefDraw((2,)), spec, 0)
+
+
 def test_layout_and_round_trip_through_official_loaders(dataset, tmp_path):
     out, stats = dataset
     for split in BENCH_SPLITS:

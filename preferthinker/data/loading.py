@@ -73,12 +73,29 @@ def sample_inputs(rec: PreferenceRecord, image_root: Path, spec: PromptSpec, *, 
 
 def shown_record(rec: PreferenceRecord, ref_draw: RefDraw | None, spec: PromptSpec, seed: int) -> PreferenceRecord:
     """The record as one training row shows it: with ``ref_draw``, a seeded subset of its references per side
-    (``preferthinker.data.refs``); without, the record itself (the first ``max_refs`` are cut later)."""
+    (``preferthinker.data.refs``); without, the record itself (the first ``max_refs`` are cut later). A record that
+    labels its liked references (``reference_profiles``: synthetic data) keeps one of each liked profile, so a
+    multi-preference user's row shows both profiles its target names."""
     if ref_draw is None:
         return rec
     key = record_key(rec.image_a, rec.image_b, rec.preferred, rec.non_preferred)
-    liked, disliked = draw_refs(rec.preferred, rec.non_preferred, ref_draw, seed=seed, key=key, max_refs=spec.max_refs)
+    liked, disliked = draw_refs(rec.preferred, rec.non_preferred, ref_draw, seed=seed, key=key, max_refs=spec.max_refs,
+                                liked_groups=liked_profile_groups(rec))
     return replace(rec, preferred=liked, non_preferred=disliked)
+
+
+def liked_profile_groups(rec: PreferenceRecord) -> list[tuple] | None:
+    """One hashable label per liked reference, its profile (``reference_profiles.preferred``), or None when the
+    record does not label its references. A label list that does not match the liked images is a ValueError
+    naming the record: which image shows which profile would be a guess."""
+    refs = rec.extra.get("reference_profiles")
+    profs = refs.get("preferred") if isinstance(refs, dict) else None
+    if not profs:
+        return None
+    if len(profs) != len(rec.preferred) or not all(isinstance(q, dict) for q in profs):
+        raise ValueError(f"record {rec.user_id or rec.image_a!r}: reference_profiles.preferred holds {len(profs)} entries "
+                         f"for {len(rec.preferred)} prefered_images (expected one profile object per liked image)")
+    return [tuple(sorted((str(k), str(v)) for k, v in q.items())) for q in profs]
 
 
 def content_seed(rec: PreferenceRecord) -> int:

@@ -19,14 +19,22 @@ images matter. Each draw is seeded from the run's seed and the record's identity
 paths), never from its position, so a resumed run, a reshuffled file or another worker sees the same rows.
 
 The SFT target does not change with the subset: the synthetic teacher writes the user's true profile, which
-is what a model should infer from any subset that shows it.
+is what a model should infer from any subset that shows it. A subset must therefore show it: a multi-preference
+(MP) user likes images of two profiles, and a drawn subset of one or two liked images can hold only one of them,
+while the target still names both terms and scores a candidate of the unseen profile "preferred". With the
+default draw that was 437 of the 1,524 MP rows of the embedded default's 3,000 (29 %): rows whose target the
+input does not determine. When the caller gives the liked images' groups (``liked_groups``: synthetic records
+carry each reference's profile in ``reference_profiles``), ``draw_refs`` keeps one liked image of every group,
+raising the count to the number of groups where it is smaller; a subset that already covers them is unchanged,
+and so is the disliked side. Released data does not label its references, so a draw on it can still hide one
+of an MP user's profiles: its config (``configs/data/official.yaml``) shows every reference by default.
 """
 
 from __future__ import annotations
 
 import random
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,16 +95,43 @@ def record_key(image_a: str, image_b: str, preferred: Sequence[str], non_preferr
 
 
 def draw_refs(preferred: Sequence[str], non_preferred: Sequence[str], draw: RefDraw, *, seed: int, key: int,
-              max_refs: int) -> tuple[list[str], list[str]]:
+              max_refs: int, liked_groups: Sequence[Hashable] | None = None) -> tuple[list[str], list[str]]:
     """The references one row shows: per side a seeded subset (record order kept) of a drawn size, at most
-    ``max_refs`` and at most what the side has. Lists that are empty stay empty (no reference part)."""
+    ``max_refs`` and at most what the side has. Lists that are empty stay empty (no reference part).
+
+    ``liked_groups`` (one label per liked image, e.g. the profile it was rendered with): the liked subset keeps at
+    least one image of every label (as many as ``max_refs`` allows), so a multi-preference user's row shows each
+    of the profiles its target names. A subset that already covers them is the one drawn without the labels."""
+    if liked_groups is not None and len(liked_groups) != len(preferred):
+        raise ValueError(f"draw_refs: {len(liked_groups)} liked groups for {len(preferred)} liked images")
     rng = random.Random(f"{seed}:{key}")  # str seeds hash stably (sha512), unlike hash()
 
-    def pick(paths: Sequence[str], k: int) -> list[str]:
+    def pick(paths: Sequence[str], k: int) -> list[int]:
         k = min(k, max_refs, len(paths))
-        keep = sorted(rng.sample(range(len(paths)), k))
-        return [paths[i] for i in keep]
+        return sorted(rng.sample(range(len(paths)), k))
 
     k_liked = rng.choice(draw.counts)
     k_disliked = k_liked if draw.paired else rng.choice(draw.counts)
-    return pick(preferred, k_liked), pick(non_preferred, k_disliked)
+    liked, disliked = pick(preferred, k_liked), pick(non_preferred, k_disliked)
+    if liked_groups is not None:
+        liked = _cover_groups(liked, liked_groups, min(max_refs, len(preferred)), random.Random(f"{seed}:{key}:cover"))
+    return [preferred[i] for i in liked], [non_preferred[i] for i in disliked]
+
+
+def _cover_groups(keep: list[int], groups: Sequence[Hashable], cap: int, rng: random.Random) -> list[int]:
+    """``keep`` (sorted indices) changed as little as possible to hold one index of every group (up to ``cap``
+    images): each missing group gets one of its images drawn with ``rng``, taking the place of a kept image of a
+    group that has more than one kept, or added when none can give one up."""
+    labels = list(dict.fromkeys(groups))
+    kept = list(keep)
+    for label in labels:
+        if any(groups[i] == label for i in kept):
+            continue
+        count = {g: sum(groups[i] == g for i in kept) for g in labels}
+        spare = [i for i in kept if count[groups[i]] > 1]
+        if spare:
+            kept.remove(rng.choice(spare))
+        elif len(kept) >= cap:
+            break  # max_refs is smaller than the number of groups: nothing more can be shown
+        kept.append(rng.choice([i for i, g in enumerate(groups) if g == label]))
+    return sorted(kept)
