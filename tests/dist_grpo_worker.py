@@ -141,6 +141,11 @@ def main() -> None:
         torch.save(gathered, out / "weights.pt")
         (out / "result.json").write_text(json.dumps({"world_size": dist.get_world_size(), "stage": a.stage, "mode": a.mode,
                                                       "global_step": trainer.state.global_step, "ranks": per_rank}, indent=1))
+    # Leave together and tear the process group down before the interpreter exits: a rank that exits with gloo's
+    # threads still running can abort in C++ teardown ("terminate called without an active exception", SIGABRT),
+    # which failed one CI run of the DDP case.
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -141,6 +141,10 @@ def test_config_defaults_and_bad_override_is_a_config_error():
         ref_draw(compose("sft", ["data.refs_per_side=[0,3]"]))
     with pytest.raises(ConfigError, match="data.refs_paired"):
         ref_draw(compose("sft", ["data.refs_paired=maybe"]))
+    assert ref_draw(compose("sft", [])).cover_profiles is False  # the blind draw (measured better, docs/results.md)
+    assert ref_draw(compose("sft", ["data.refs_cover_profiles=true"])).cover_profiles is True
+    with pytest.raises(ConfigError, match="data.refs_cover_profiles"):
+        ref_draw(compose("sft", ["data.refs_cover_profiles=sometimes"]))
 
 
 @pytest.mark.slow

@@ -128,6 +128,16 @@ def test_users_scoring_rule_balance_and_holdout():
             assert len(u.preferences) == 2 and all(u.preferences[0][e] != u.preferences[1][e] for e in ELEMENTS)
             assert {tuple(sorted(s.profile.items())) for s in u.liked} == {tuple(sorted(p.items())) for p in u.preferences}
         assert all(ho.is_heldout(p, vocab) == u.od for p in u.preferences)
+    # mp_term_order=sorted: each element's two liked terms in alphabetical order, not in the order the profiles were
+    # drawn (which the shuffled references do not show); the user, the scores and the label are the same
+    flipped = 0
+    for i in range(1, 40, 2):
+        drawn, srt = make_user(0, "MP_OD", i, UserSettings(), vocab), make_user(0, "MP_OD", i, UserSettings(term_order="sorted"), vocab)
+        assert (srt.preferences, srt.scores_a, srt.scores_b, srt.label) == (drawn.preferences, drawn.scores_a, drawn.scores_b, drawn.label)
+        assert all(srt.preferred_terms[e] == sorted(drawn.preferred_terms[e], key=str.casefold) for e in ELEMENTS)
+        assert all(srt.prefer_attributes[e] == ", ".join(srt.preferred_terms[e]) for e in ELEMENTS)
+        flipped += srt.prefer_attributes != drawn.prefer_attributes
+    assert flipped > 0
     # exact balance over consecutive pairs of the same split
     sp = [make_user(0, "SP_ID", i).label for i in range(40)]
     assert sp.count("Image A") == sp.count("Image B") == 20
@@ -270,8 +280,9 @@ def test_candidate_reading_rows_name_each_candidates_terms_in_the_whole_prompt(d
 
 
 def test_mp_rows_show_both_liked_profiles(dataset):
-    """The rows built from synthetic MP records: every drawn subset holds a liked image of each profile the record's
-    target names; a record whose reference_profiles do not match its liked images is refused by name."""
+    """data.refs_cover_profiles=true on synthetic MP records: every drawn subset holds a liked image of each profile the
+    record's target names (the default blind draw hides one in some rows); a record whose reference_profiles do not
+    match its liked images is refused by name."""
     import dataclasses
 
     from preferthinker.data.loading import PromptSpec, liked_profile_groups, shown_record
@@ -284,14 +295,18 @@ def test_mp_rows_show_both_liked_profiles(dataset):
     spec = PromptSpec(style="compact", system="compact", min_pixels=3136, max_pixels=3136)
     mp = [r for r in recs if len(set(liked_profile_groups(r))) > 1]
     assert mp, "the synthetic training split holds multi-preference users"
+    hidden = 0
     for seed in range(20):
         for rec in mp:
             groups = dict(zip(rec.preferred, liked_profile_groups(rec), strict=True))
-            shown = shown_record(rec, RefDraw((1, 2, 3, 4, 5)), spec, seed)
+            shown = shown_record(rec, RefDraw((1, 2, 3, 4, 5), cover_profiles=True), spec, seed)
             assert len({groups[p] for p in shown.preferred}) == 2
+            blind = shown_record(rec, RefDraw((1, 2, 3, 4, 5)), spec, seed)
+            hidden += len({groups[p] for p in blind.preferred}) < 2  # data.refs_cover_profiles=false (default): the blind draw
+    assert hidden > 0
     bad = dataclasses.replace(mp[0], extra={**mp[0].extra, "reference_profiles": {"preferred": mp[0].extra["reference_profiles"]["preferred"][:1]}})
     with pytest.raises(ValueError, match=r"reference_profiles.preferred holds 1 entries for \d+ prefered_images"):
-        shown_record(bad, RefDraw((2,)), spec, 0)
+        shown_record(bad, RefDraw((2,), cover_profiles=True), spec, 0)
 
 
 def test_layout_and_round_trip_through_official_loaders(dataset, tmp_path):
@@ -405,6 +420,7 @@ def test_baseline_predict_on_bench(dataset):
         ({"workers": -2}, "workers"),
         ({"candidates": {"p_preferred": 0.8, "p_non_preferred": 0.4}}, "candidates"),
         ({"heldout": {"layouts": ["moon"]}}, "layouts"),
+        ({"mp_term_order": "random"}, "mp_term_order"),
     ],
 )
 def test_config_validation(tmp_path, override, match):

@@ -80,7 +80,7 @@ def shown_record(rec: PreferenceRecord, ref_draw: RefDraw | None, spec: PromptSp
         return rec
     key = record_key(rec.image_a, rec.image_b, rec.preferred, rec.non_preferred)
     liked, disliked = draw_refs(rec.preferred, rec.non_preferred, ref_draw, seed=seed, key=key, max_refs=spec.max_refs,
-                                liked_groups=liked_profile_groups(rec))
+                                liked_groups=liked_profile_groups(rec) if ref_draw.cover_profiles else None)
     return replace(rec, preferred=liked, non_preferred=disliked)
 
 

@@ -26,8 +26,11 @@ default draw that was 437 of the 1,524 MP rows of the embedded default's 3,000 (
 input does not determine. When the caller gives the liked images' groups (``liked_groups``: synthetic records
 carry each reference's profile in ``reference_profiles``), ``draw_refs`` keeps one liked image of every group,
 raising the count to the number of groups where it is smaller; a subset that already covers them is unchanged,
-and so is the disliked side. Released data does not label its references, so a draw on it can still hide one
-of an MP user's profiles: its config (``configs/data/official.yaml``) shows every reference by default.
+and so is the disliked side. ``data.refs_cover_profiles: true`` asks for that; the default (false) is the blind
+draw, because the tiny default trained on covering rows scored lower on two seeds (3.5 and 7.3 points; MP notes
+miscopied their profile half as often, but the model wrote two liked terms for single-profile users two to three
+times as often: docs/results.md). Released data does not label its references, so a draw on it can hide one
+of an MP user's profiles either way: its config (``configs/data/official.yaml``) shows every reference.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class RefDraw:
 
     counts: tuple[int, ...]
     paired: bool = False
+    cover_profiles: bool = False  # data.refs_cover_profiles: a labelled MP record's subset shows each liked profile
 
     def __post_init__(self) -> None:
         if not self.counts:
@@ -56,9 +60,11 @@ class RefDraw:
             raise ValueError(f"data.refs_per_side: counts must be integers in 1..{MAX_COUNT}, got {bad}")
 
 
-def parse_ref_draw(value: Any, paired: bool = False) -> RefDraw | None:
-    """``data.refs_per_side`` from the config (None, int, list of ints or {min, max, paired}) and ``data.refs_paired``
-    -> RefDraw | None. Raises ValueError naming the field for anything else."""
+def parse_ref_draw(value: Any, paired: bool = False, cover_profiles: bool = False) -> RefDraw | None:
+    """``data.refs_per_side`` from the config (None, int, list of ints or {min, max, paired}), ``data.refs_paired`` and
+    ``data.refs_cover_profiles`` -> RefDraw | None. Raises ValueError naming the field for anything else."""
+    if not isinstance(cover_profiles, bool):
+        raise ValueError(f"data.refs_cover_profiles: expected true or false, got {cover_profiles!r}")
     if value is None:
         return None
     if not isinstance(paired, bool):
@@ -66,7 +72,7 @@ def parse_ref_draw(value: Any, paired: bool = False) -> RefDraw | None:
     if isinstance(value, bool):
         raise ValueError(f"data.refs_per_side: expected null, an int, a list of ints or {{min, max}}, got {value!r}")
     if isinstance(value, int):
-        return RefDraw((value,), paired)
+        return RefDraw((value,), paired, cover_profiles)
     if isinstance(value, Mapping):
         unknown = set(value) - {"min", "max", "paired"}
         if unknown:
@@ -79,12 +85,12 @@ def parse_ref_draw(value: Any, paired: bool = False) -> RefDraw | None:
             raise ValueError(f"data.refs_per_side: min={lo} > max={hi}")
         if lo < 1 or hi > MAX_COUNT:
             raise ValueError(f"data.refs_per_side: min and max must lie in 1..{MAX_COUNT}, got {lo}..{hi}")
-        return RefDraw(tuple(range(lo, hi + 1)), paired=bool(value.get("paired", paired)))
+        return RefDraw(tuple(range(lo, hi + 1)), paired=bool(value.get("paired", paired)), cover_profiles=cover_profiles)
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         counts = tuple(value)
         if any(isinstance(c, bool) or not isinstance(c, int) for c in counts):
             raise ValueError(f"data.refs_per_side: a list must hold integers, got {list(value)!r}")
-        return RefDraw(tuple(sorted(counts)), paired)  # a repeated count weighs its draw: [1, 2, 3, 4, 5, 5] draws 5 twice as often
+        return RefDraw(tuple(sorted(counts)), paired, cover_profiles)  # a repeated count weighs its draw: [1, 2, 3, 4, 5, 5] draws 5 twice as often
     raise ValueError(f"data.refs_per_side: expected null, an int, a list of ints or {{min, max}}, got {value!r}")
 
 

@@ -22,15 +22,16 @@ log = logging.getLogger("preferthinker.train")
 
 
 def ref_draw(cfg: DictConfig) -> RefDraw | None:
-    """``data.refs_per_side`` and ``data.refs_paired`` as a RefDraw (None: every reference up to prompt.max_refs); a bad value is a
+    """``data.refs_per_side``, ``data.refs_paired`` and ``data.refs_cover_profiles`` as a RefDraw (None: every reference up to prompt.max_refs); a bad value is a
     ConfigError naming the key (see preferthinker/data/refs.py for the forms)."""
     value = cfg.data.get("refs_per_side")
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value, resolve=True)
     try:
-        return parse_ref_draw(value, cfg.data.get("refs_paired", False))
+        return parse_ref_draw(value, cfg.data.get("refs_paired", False), cfg.data.get("refs_cover_profiles", False))
     except ValueError as e:
-        raise ConfigError(f"{e}. Use null (all references), an int or a list such as [1, 2, 3, 5]; refs_paired true or false") from None
+        raise ConfigError(f"{e}. Use null (all references), an int or a list such as [1, 2, 3, 5]; refs_paired and "
+                          "refs_cover_profiles true or false") from None
 
 
 def validate_common(cfg: DictConfig) -> None:

@@ -39,6 +39,7 @@ from preferthinker.data.synthetic.features import measure
 from preferthinker.data.synthetic.teacher import VERBOSITIES, describe_mode, passes_filter, teach
 from preferthinker.data.synthetic.users import (
     BENCH_SPLITS,
+    TERM_ORDERS,
     TRAIN_SPLITS,
     HeldOut,
     User,
@@ -169,6 +170,9 @@ def validate_config(cfg: Any) -> DataSettings:
     except ValueError as e:
         raise DataConfigError(str(e)) from None
     contact_rows = num("contact_rows", raw.get("contact_rows", 8), lo=1, hi=200)
+    term_order = raw.get("mp_term_order", "drawn")
+    if term_order not in TERM_ORDERS:
+        raise _err("mp_term_order", term_order, f"choose one of {list(TERM_ORDERS)}")
     return DataSettings(
         out_dir=Path(out_dir),
         seed=seed,
@@ -181,7 +185,8 @@ def validate_config(cfg: Any) -> DataSettings:
         contact_sheets=bool(raw.get("contact_sheets", True)),
         contact_rows=contact_rows,
         overwrite=bool(raw.get("overwrite", True)),
-        user=UserSettings(num_refs=num_refs, mp_fraction=mp_fraction, p_preferred=p_pref, p_non_preferred=p_non, heldout=heldout),
+        user=UserSettings(num_refs=num_refs, mp_fraction=mp_fraction, p_preferred=p_pref, p_non_preferred=p_non, heldout=heldout,
+                          term_order=term_order),
     )
 
 

@@ -4,7 +4,9 @@
   element, ``N[e] != P[e]`` for every element.
 * **Multi-preference (MP)** user: two preference profiles P1, P2 that differ in every element, and one
   non-preference profile N different from both in every element. Their ``prefer_attributes`` join the
-  two terms with ", " ("Cubism, Art Nouveau").
+  two terms with ", " ("Cubism, Art Nouveau"): P1's term first (``term_order="drawn"``, the default), though
+  nothing in the references (two or three of each profile, shuffled) says which profile was drawn first; or in
+  alphabetical order (``"sorted"``), an order any reader of the references can write.
 * **References**: ``num_refs`` liked images (SP: all rendered with P; MP: at least two with each of P1
   and P2, in a random order) and ``num_refs`` disliked images rendered with N, each with its own
   content seed.
@@ -47,6 +49,7 @@ from preferthinker.data.synthetic.vocabulary import Vocabulary, load_vocabulary
 
 SPLIT_CODES = {"train_sft": 1, "train_grpo": 2, "SP_ID": 3, "SP_OD": 4, "MP_ID": 5, "MP_OD": 6}
 BENCH_SPLITS = ("SP_ID", "SP_OD", "MP_ID", "MP_OD")
+TERM_ORDERS = ("drawn", "sorted")  # how an MP user's two liked terms per element are written (UserSettings.term_order)
 TRAIN_SPLITS = ("train_sft", "train_grpo")
 ID_SEED_RANGE = (0, 2**31)
 OD_SEED_RANGE = (2**32, 2**32 + 2**31)
@@ -96,6 +99,7 @@ class UserSettings:
     p_preferred: float = 0.4
     p_non_preferred: float = 0.3
     heldout: HeldOut = field(default_factory=HeldOut)
+    term_order: str = "drawn"  # an MP user's two liked terms per element: "drawn" (P1's first) | "sorted" (alphabetical)
 
 
 @dataclass
@@ -123,15 +127,18 @@ class User:
     label: str
     layouts: tuple[str, ...]
     tie_draws: int = 0
+    term_order: str = "drawn"  # UserSettings.term_order
 
     @property
     def prefer_attributes(self) -> dict[str, str]:
-        """The official form: one term, or two joined with ", " for MP users."""
-        return {e: ", ".join(dict.fromkeys(p[e] for p in self.preferences)) for e in ELEMENTS}
+        """The official form: one term, or two joined with ", " for MP users (in ``preferred_terms`` order)."""
+        return {e: ", ".join(terms) for e, terms in self.preferred_terms.items()}
 
     @property
     def preferred_terms(self) -> dict[str, list[str]]:
-        return {e: list(dict.fromkeys(p[e] for p in self.preferences)) for e in ELEMENTS}
+        """Each element's liked terms: P1's then P2's (``term_order="drawn"``) or alphabetical (``"sorted"``)."""
+        terms = {e: list(dict.fromkeys(p[e] for p in self.preferences)) for e in ELEMENTS}
+        return {e: sorted(t, key=str.casefold) for e, t in terms.items()} if self.term_order == "sorted" else terms
 
     def images(self) -> list[ImageSpec]:
         return self.liked + self.disliked + [self.image_a, self.image_b]
@@ -286,4 +293,5 @@ def make_user(seed: int, split: str, index: int, settings: UserSettings = UserSe
         label=label,
         layouts=layouts,
         tie_draws=draws - 1,
+        term_order=settings.term_order,
     )
