@@ -73,9 +73,10 @@ def sample_inputs(rec: PreferenceRecord, image_root: Path, spec: PromptSpec, *, 
 
 def shown_record(rec: PreferenceRecord, ref_draw: RefDraw | None, spec: PromptSpec, seed: int) -> PreferenceRecord:
     """The record as one training row shows it: with ``ref_draw``, a seeded subset of its references per side
-    (``preferthinker.data.refs``); without, the record itself (the first ``max_refs`` are cut later). A record that
-    labels its liked references (``reference_profiles``: synthetic data) keeps one of each liked profile, so a
-    multi-preference user's row shows both profiles its target names."""
+    (``preferthinker.data.refs``); without, the record itself (the first ``max_refs`` are cut later). With
+    ``ref_draw.cover_profiles`` (``data.refs_cover_profiles``, off by default), a record that labels its liked
+    references (``reference_profiles``: synthetic data) keeps one of each liked profile, so a multi-preference
+    user's row shows both profiles its target names."""
     if ref_draw is None:
         return rec
     key = record_key(rec.image_a, rec.image_b, rec.preferred, rec.non_preferred)

@@ -19,8 +19,8 @@ images matter. Each draw is seeded from the run's seed and the record's identity
 paths), never from its position, so a resumed run, a reshuffled file or another worker sees the same rows.
 
 The SFT target does not change with the subset: the synthetic teacher writes the user's true profile, which
-is what a model should infer from any subset that shows it. A subset must therefore show it: a multi-preference
-(MP) user likes images of two profiles, and a drawn subset of one or two liked images can hold only one of them,
+is what a model should infer from any subset that shows it. A blind subset need not show it: a multi-preference
+(MP) user likes images of two profiles, and a drawn subset of one to three liked images can hold only one of them,
 while the target still names both terms and scores a candidate of the unseen profile "preferred". With the
 default draw that was 437 of the 1,524 MP rows of the embedded default's 3,000 (29 %): rows whose target the
 input does not determine. When the caller gives the liked images' groups (``liked_groups``: synthetic records
