@@ -22,10 +22,12 @@ def test_default_sft_config_runs_the_tiny56_curriculum():
     assert cfg.curriculum.name == "tiny56" and [p.name for p in phases] == ["vit", "align", "checks", "cot"]
     assert [p.kind for p in phases] == ["vision_heads", "sft", "sft", "sft"] and phases[0].settings == {}
     assert cfg.vision_heads.first_elements == ["Art Styles", "Detail"] and cfg.vision_heads.steps == 1500
-    assert phases[1].settings == {"data.align_schedule": "only", "data.val_samples": 0,
+    assert phases[1].settings == {"model.freeze_vision": True, "data.align_schedule": "only", "data.val_samples": 0,
                                   "trainer.per_device_train_batch_size": 32, "trainer.num_train_epochs": 2}
     assert phases[2].settings["data.check_per_record"] == 4
-    assert phases[3].settings == {"data.align_per_record": 1, "trainer.num_train_epochs": 3}
+    assert phases[3].settings == {"model.freeze_vision": True, "data.align_per_record": 1, "trainer.num_train_epochs": 3}
+    # the ViT the vit phase trained stays frozen through every later phase
+    assert all(p.settings["model.freeze_vision"] is True for p in phases[1:])
     assert phases_of(compose("sft", ["curriculum=none"])) == []
     assert [p.name for p in phases_of(compose("sft", ["curriculum=tiny112"]))] == ["detail", "styles_detail", "align", "checks",
                                                                                   "cot", "cot2"]
@@ -69,6 +71,8 @@ def _weights(folder: Path) -> dict:
 
 @pytest.mark.slow
 def test_curriculum_phases_chain_resume_and_are_found_as_the_sft_checkpoint(mini_data, tiny_model, tmp_path, monkeypatch):
+    import torch
+
     from preferthinker.runtime import resolve_checkpoint
     from preferthinker.train.sft import run
 
@@ -92,6 +96,11 @@ def test_curriculum_phases_chain_resume_and_are_found_as_the_sft_checkpoint(mini
     assert checks["check_rows"] > 0 and checks["check_rows"] + checks["alignment_rows"] == checks["train_samples"]
     assert cot["align_schedule"] == "mixed" and cot["train_samples"] > cot["alignment_rows"] > 0
     assert yaml.safe_load((phases[1] / "sft_config.yaml").read_text())["trainer"]["per_device_train_batch_size"] == 32
+    # the vision tower leaves the vit phase and is not trained again (model.freeze_vision in align, checks, cot); the LM is
+    w_vit, w_cot = _weights(phases[0] / "final"), _weights(phases[3] / "final")
+    visual = [k for k in w_vit if ".visual." in k or k.startswith("visual.")]
+    assert visual and all(torch.equal(w_vit[k], w_cot[k]) for k in visual)
+    assert any(not torch.equal(w_vit[k], w_cot[k]) for k in w_vit if k not in visual)
     # <run_dir>/final is the last phase's; results.json = the last phase's + the curriculum table
     final = run_dir / "final"
     assert final.is_symlink() and final.resolve() == (phases[3] / "final").resolve() and (final / "config.json").is_file()
