@@ -51,6 +51,18 @@ def test_malformed_phases_are_refused_naming_them(override, message, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_setting_a_later_phase_contradicts_fails_before_the_first_phase_trains(tmp_path):
+    """tiny56 freezes the tower after its vit phase: vision_learning_rate on the command line is refused at once, naming
+    the phase and its keys, not after the vit phase has trained (and no run folder is left behind)."""
+    from preferthinker.train.sft import run
+
+    with pytest.raises(ConfigError) as err:
+        run(compose("sft", [f"run_dir={tmp_path / 'run'}", "vision_learning_rate=1e-4"]))
+    assert "curriculum tiny56 phase 2 (align), which sets model.freeze_vision" in str(err.value)
+    assert "model.freeze_vision=true leaves the vision tower untrained" in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
 def test_tiny_curriculum_with_real_weights_and_a_resume_path_are_refused(tmp_path):
     from preferthinker.train.sft import run
 
