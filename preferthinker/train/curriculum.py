@@ -120,21 +120,27 @@ def timing_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def phase_dir_of(run_dir: Path, k: int, phase: Phase) -> Path:
+    """``<run_dir>/phases/<k+1>-<name>``: where the ``k``-th phase (from 0) trains and leaves its final/."""
+    return run_dir / "phases" / f"{k + 1}-{phase.name}"
+
+
 def _validate_phases(cfg: DictConfig, phases: list[Phase], run_dir: Path, start: str) -> None:
     """Check every SFT phase's configuration before the first phase trains, so that a command-line setting a later
     phase's own settings contradict (``vision_learning_rate`` with a phase that freezes the tower, ...) fails in
     seconds instead of after the earlier phases, naming the phase and the keys it sets."""
     from preferthinker.train.common import validate_common
 
+    name = cfg.curriculum.get("name") or "<name>"
     for k, phase in enumerate(phases):
         if phase.kind != "sft":
             continue
         try:
-            validate_common(phase_config(cfg, phase, run_dir / "phases" / f"{k + 1}-{phase.name}", start))
+            validate_common(phase_config(cfg, phase, phase_dir_of(run_dir, k, phase), start))
         except ConfigError as e:
-            raise ConfigError(f"curriculum {cfg.curriculum.get('name', '')} phase {k + 1} ({phase.name}), which sets "
+            raise ConfigError(f"curriculum {name} phase {k + 1} ({phase.name}), which sets "
                               f"{', '.join(phase.settings) or 'nothing'}: {e} (a phase's own settings win over the command "
-                              f"line: to change them, pass a copy of configs/curriculum/{cfg.curriculum.get('name', '<name>')}.yaml "
+                              f"line: to change them, pass a copy of configs/curriculum/{name}.yaml "
                               "edited, or curriculum=none for one phase)") from None
 
 
@@ -150,14 +156,14 @@ def run_curriculum(cfg: DictConfig, phases: list[Phase], train_phase: Callable[[
     if not fresh and resume not in ("auto", None):
         raise ConfigError(f"resume={resume}: a curriculum resumes phase by phase (resume=auto) or starts over (resume=false); "
                           "to continue one phase from a checkpoint folder run it alone with curriculum=none")
-    _validate_phases(cfg, phases, Path(str(cfg.run_dir)), str(cfg.model.path))
-    run_dir = setup_run(cfg, "sft")
     start = str(cfg.model.path)
+    _validate_phases(cfg, phases, Path(str(cfg.run_dir)), start)
+    run_dir = setup_run(cfg, "sft")
     rows: list[dict] = []
     results: dict = {}
     log.info("curriculum %s: %s", cfg.curriculum.get("name", ""), " -> ".join(p.name for p in phases))
     for k, phase in enumerate(phases):
-        phase_dir = run_dir / "phases" / f"{k + 1}-{phase.name}"
+        phase_dir = phase_dir_of(run_dir, k, phase)
         skipped = not fresh and finished(phase_dir)
         t0 = time.time()
         if skipped:
