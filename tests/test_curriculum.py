@@ -25,7 +25,8 @@ def test_default_sft_config_runs_the_tiny56_curriculum():
     assert phases[1].settings == {"model.freeze_vision": True, "data.align_schedule": "only", "data.val_samples": 0,
                                   "trainer.per_device_train_batch_size": 32, "trainer.num_train_epochs": 2}
     assert phases[2].settings["data.check_per_record"] == 4
-    assert phases[3].settings == {"model.freeze_vision": True, "data.align_per_record": 1, "trainer.num_train_epochs": 3}
+    assert phases[3].settings == {"model.freeze_vision": True, "data.align_per_record": 0, "data.total_rows": True,
+                                  "trainer.num_train_epochs": 3}
     # the ViT the vit phase trained stays frozen through every later phase
     assert all(p.settings["model.freeze_vision"] is True for p in phases[1:])
     assert phases_of(compose("sft", ["curriculum=none"])) == []
@@ -106,7 +107,7 @@ def test_curriculum_phases_chain_resume_and_are_found_as_the_sft_checkpoint(mini
     assert yaml.safe_load((phases[3] / "sft_config.yaml").read_text())["data"]["refs_per_side"] == [1, 2, 3, 4, 5]
     assert align["align_schedule"] == "only" and align["alignment_rows"] == align["train_samples"] > 0
     assert checks["check_rows"] > 0 and checks["check_rows"] + checks["alignment_rows"] == checks["train_samples"]
-    assert cot["align_schedule"] == "mixed" and cot["train_samples"] > cot["alignment_rows"] > 0
+    assert cot["align_schedule"] == "mixed" and cot["alignment_rows"] == 0 and cot["train_samples"] > cot["total_rows"] > 0
     assert yaml.safe_load((phases[1] / "sft_config.yaml").read_text())["trainer"]["per_device_train_batch_size"] == 32
     # the vision tower leaves the vit phase and is not trained again (model.freeze_vision in align, checks, cot); the LM is
     w_vit, w_cot = _weights(phases[0] / "final"), _weights(phases[3] / "final")
