@@ -176,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = getattr(args, "debug", False) or os.environ.get("PT_DEBUG") == "1"
+    from preferthinker.runtime import tune_allocator
+
+    tune_allocator()  # glibc malloc thresholds for the model's CPU work (runtime.MALLOC_SETTINGS)
     try:
         with _quiet(getattr(args, "verbose", False), models=args.command != "validate-data"):
             return int(args.func(args) or 0)
