@@ -125,10 +125,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
 # glibc's malloc parameters (mallopt(3)) and the values the entry points set. PyTorch's CPU tensors come from malloc:
 # with glibc's defaults a block over the (dynamic) mmap threshold is mapped and unmapped on each allocation and the
 # heap top is trimmed whenever 2x that threshold lies free, so every training step faults its activation and
-# gradient buffers back in page by page. In the tiny default's SFT that was ~150,000 page faults and ~14 % of the CPU
-# time in the kernel, and the rate depended on what the process had run before (the `checks` phase ran 0.595 s/step
-# after `vit` and `align` in one process, 0.485 with these values; same losses to the bit): docs/benchmarks.md,
-# "CPU allocator".
+# gradient buffers back in page by page. In the tiny default's SFT that was 111,000-150,000 page faults a second and
+# 12 % of the CPU time in the kernel, depending on what the process had run before; with these values 14,000-16,000
+# and 2 %, about -13 % per `checks` step and -9 % on `align`, same losses to the bit: docs/benchmarks.md,
+# "glibc's malloc thresholds".
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 MALLOC_SETTINGS = {
     "mmap_threshold": (_M_MMAP_THRESHOLD, 32 << 20),  # glibc's ceiling: blocks under 32 MiB come from the heap

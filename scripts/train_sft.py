@@ -1,6 +1,6 @@
 """Stage 1: cold-start SFT. All knobs live in configs/sft.yaml; override any with key=value.
 
-    python scripts/train_sft.py                                   # tiny default, CPU: the tiny56 curriculum, ~46 min
+    python scripts/train_sft.py                                   # tiny default, CPU: the tiny56 curriculum, ~39 min
     python scripts/train_sft.py curriculum=none trainer.max_steps=20 run_dir=outputs/sft/quick   # one phase
     accelerate launch --num_processes 8 scripts/train_sft.py model=qwen2_5_vl_7b curriculum=none deepspeed=zero3 run_dir=outputs/sft/7b
 """

@@ -76,3 +76,16 @@ def test_cpu_batching_times_the_split_and_the_eval_batch_through_the_scripts(min
     assert len(a) == 2 and all(abs(x - y) < 1e-3 * max(1.0, abs(x)) for x, y in zip(a, b))
     assert res["eval"][0]["accuracy"] == res["eval"][1]["accuracy"] and res["eval"][0]["samples"] > 0
     assert "length_split=2" in proc.stdout and "batch_size=4" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--checks-steps", "5"], "--checks-steps=5: at least 20"),
+    (["--arms", "tuned,jemalloc"], "--arms: unknown ['jemalloc']"),
+    (["--data-root", "no/such/data"], "--data-root=no/such/data: no manifest.json there"),
+])
+def test_cpu_allocator_refuses_bad_arguments_before_training(args, message):
+    """benchmarks/cpu_allocator.py (~7 minutes of the default SFT per arm, figures in docs/benchmarks.md) names
+    a wrong argument before it starts anything."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cpu_allocator.py"), *args], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr

@@ -1,6 +1,6 @@
 """runtime.tune_allocator: glibc malloc thresholds set by every entry point (run_entry, the CLI).
 
-The speed it buys is a benchmark (docs/benchmarks.md, "CPU allocator"); here: it applies on glibc, its opt-outs
+The speed it buys is a benchmark (docs/benchmarks.md, "glibc's malloc thresholds"); here: it applies on glibc, its opt-outs
 work, and it does what it is for, i.e. memory freed by one training step is reused by the next without page faults."""
 
 import json
