@@ -166,7 +166,8 @@ def tune_allocator() -> dict[str, Any]:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     failed = [name for name, (param, value) in MALLOC_SETTINGS.items() if mallopt(param, value) != 1]
     if failed:
-        return {"applied": False, "reason": f"mallopt refused {', '.join(failed)}"}
+        kept = [name for name in MALLOC_SETTINGS if name not in failed]
+        return {"applied": False, "reason": f"mallopt refused {', '.join(failed)} (set: {', '.join(kept) or 'none'})"}
     return {"applied": True, **{name: value for name, (_, value) in MALLOC_SETTINGS.items()}}
 
 
