@@ -1,12 +1,12 @@
 """glibc's malloc thresholds on the 2-core CPU: the default SFT (``train_sft.py``, the tiny56 curriculum) run as users
 run it, one process through its phases, once per arm: glibc's defaults (``PT_MALLOC_TUNING=0``), the thresholds every
-entry point sets (``runtime.MALLOC_SETTINGS``) and the same values as glibc environment variables; each stopped ``--checks-steps`` steps into the
-``checks`` phase.
+entry point sets (``runtime.MALLOC_SETTINGS``) and the same values as glibc environment variables; each stopped
+``--checks-steps`` steps into the ``checks`` phase.
 
 Per arm: the ``vit`` and ``align`` phases' trainer seconds (their results.json), the ``checks`` phase's seconds per step
 between steps 10 and ``--checks-steps`` (TensorBoard wall times), and over that same stretch the process's minor page
 faults per second and the share of its CPU time spent in the kernel (``/proc/<pid>/stat``); the peak resident memory
-(``VmHWM``) and the first ``checks`` losses (equal in both arms: the thresholds move memory, not numbers).
+(``VmHWM``) and the first ``checks`` losses (equal in every arm: the thresholds move memory, not numbers).
 
     python benchmarks/cpu_allocator.py --out docs/cpu/allocator.json      # ~22 min on 2 cores
 
@@ -68,8 +68,7 @@ def run_arm(arm: str, run_dir: Path, checks_steps: int, data_root: str, timeout_
     if arm == "tuned_env":  # the same values as glibc environment variables, read when the process starts
         from preferthinker.runtime import MALLOC_SETTINGS
 
-        names = {"mmap_threshold": "MALLOC_MMAP_THRESHOLD_", "trim_threshold": "MALLOC_TRIM_THRESHOLD_", "top_pad": "MALLOC_TOP_PAD_"}
-        env.update({names[k]: str(v) for k, (_, v) in MALLOC_SETTINGS.items()})
+        env.update({name: str(value) for _, value, name in MALLOC_SETTINGS.values()})
     cmd = [sys.executable, str(REPO / "scripts" / "train_sft.py"), f"run_dir={run_dir}", f"data.root={data_root}"]
     log = open(run_dir.parent / f"{arm}.log", "w")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -142,8 +141,10 @@ def main() -> None:
     for r in rows:
         print(f"| {r['arm']} | {r['vit_s']} | {r['align_s']} | {r['checks_s_per_step']} | {r['minor_faults_per_s']:,} | "
               f"{r['kernel_share_of_cpu']:.1%} | {r['peak_rss_mb']:,} |")
-    if len(rows) == 2 and rows[0]["checks_losses"] != rows[1]["checks_losses"]:
-        print("warning: the first checks losses differ between the arms:", rows[0]["checks_losses"], rows[1]["checks_losses"])
+    differ = [r["arm"] for r in rows[1:] if r["checks_losses"] != rows[0]["checks_losses"]]
+    if differ:
+        print(f"warning: the first checks losses of {', '.join(differ)} differ from {rows[0]['arm']}'s:",
+              {r["arm"]: r["checks_losses"] for r in rows})
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

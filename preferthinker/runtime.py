@@ -130,13 +130,17 @@ def user_errors() -> tuple[type[BaseException], ...]:
 # and 2 %, about -13 % per `checks` step and -9 % on `align`, same losses to the bit: docs/benchmarks.md,
 # "glibc's malloc thresholds".
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+# name -> (mallopt parameter, value, the glibc environment variable that sets the same at process start)
 MALLOC_SETTINGS = {
-    "mmap_threshold": (_M_MMAP_THRESHOLD, 32 << 20),  # glibc's ceiling: blocks under 32 MiB come from the heap
-    "trim_threshold": (_M_TRIM_THRESHOLD, 1 << 30),  # keep up to 1 GiB free at the heap top instead of returning it
-    "top_pad": (_M_TOP_PAD, 256 << 20),  # grow the heap 256 MiB at a time
+    # glibc's ceiling: blocks under 32 MiB come from the heap
+    "mmap_threshold": (_M_MMAP_THRESHOLD, 32 << 20, "MALLOC_MMAP_THRESHOLD_"),
+    # keep up to 1 GiB free at the heap top instead of returning it
+    "trim_threshold": (_M_TRIM_THRESHOLD, 1 << 30, "MALLOC_TRIM_THRESHOLD_"),
+    # grow the heap 256 MiB at a time
+    "top_pad": (_M_TOP_PAD, 256 << 20, "MALLOC_TOP_PAD_"),
 }
 # a user's own allocator choice wins: any of these set means the settings above are left alone
-_ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
+_ALLOCATOR_ENV = (*(env for _, _, env in MALLOC_SETTINGS.values()), "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
 
 
 def tune_allocator() -> dict[str, Any]:
@@ -164,11 +168,11 @@ def tune_allocator() -> dict[str, Any]:
     except (OSError, AttributeError) as e:  # pragma: no cover - glibc always has both
         return {"applied": False, "reason": f"libc.so.6: {e}"}
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    failed = [name for name, (param, value) in MALLOC_SETTINGS.items() if mallopt(param, value) != 1]
+    failed = [name for name, (param, value, _) in MALLOC_SETTINGS.items() if mallopt(param, value) != 1]
     if failed:
         kept = [name for name in MALLOC_SETTINGS if name not in failed]
         return {"applied": False, "reason": f"mallopt refused {', '.join(failed)} (set: {', '.join(kept) or 'none'})"}
-    return {"applied": True, **{name: value for name, (_, value) in MALLOC_SETTINGS.items()}}
+    return {"applied": True, **{name: value for name, (_, value, _) in MALLOC_SETTINGS.items()}}
 
 
 _allocator_state: dict[str, Any] = {}  # what run_entry's tune_allocator() did; setup_run logs it
