@@ -7,6 +7,9 @@ user-clustered, subset-stratified bootstrap interval of ``evaluation.metrics.pai
 adds the profile-similarity (Pred) difference (loads the MiniLM sentence model).
 
     python research/paired_compare.py outputs/eval/new/predictions/model outputs/pipeline/vit/eval/predictions/extra_SFT
+
+``--index 100:200`` keeps the samples whose index in their subset is in [100, 200): with an eval of all 200 users per
+split, settings can be chosen on users 100-199 and reported on users 0-99 (the pipeline's table).
 """
 
 from __future__ import annotations
@@ -37,17 +40,41 @@ def load(folder: Path) -> dict[str, list[dict]]:
     return out
 
 
+def index_range(text: str) -> tuple[int, int]:
+    """``LO:HI`` -> (LO, HI), 0 <= LO < HI."""
+    try:
+        lo, hi = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use LO:HI, e.g. 100:200") from None
+    if not 0 <= lo < hi:
+        raise argparse.ArgumentTypeError(f"{text!r}: use 0 <= LO < HI")
+    return lo, hi
+
+
+def keep_index(records: dict[str, list[dict]], lo: int, hi: int, folder: Path) -> dict[str, list[dict]]:
+    """The records whose sample index is in [lo, hi); a subset left empty is an error naming the folder."""
+    out = {s: [r for r in rows if lo <= int(r["index"]) < hi] for s, rows in records.items()}
+    empty = sorted(s for s, rows in out.items() if not rows)
+    if empty:
+        raise SystemExit(f"{folder}: no samples with index in [{lo}, {hi}) in {empty} (was the eval run on fewer users?)")
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("a", type=Path, help="predictions folder of system A")
     ap.add_argument("b", type=Path, help="predictions folder of system B")
     ap.add_argument("--pred", action="store_true", help="also the Pred (profile similarity) difference")
     ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument("--index", type=index_range, default=None, metavar="LO:HI",
+                    help="only the samples whose index in their subset is in [LO, HI), e.g. 100:200")
     args = ap.parse_args(argv)
 
     from preferthinker.evaluation.metrics import paired_average_diff, paired_bootstrap_diff
 
     a, b = load(args.a), load(args.b)
+    if args.index:
+        a, b = keep_index(a, *args.index, args.a), keep_index(b, *args.index, args.b)
     shared = [s for s in a if s in b]
     if not shared:
         raise SystemExit(f"no subset in common: {sorted(a)} vs {sorted(b)}")
