@@ -56,6 +56,10 @@ def test_grpo_updates_policy_and_logs_each_reward(mini_data, tiny_model, tmp_pat
         ({"rollout.engine": "sglang"}, "rollout.engine"),
         ({"rollout.compile": "maybe"}, "rollout.compile"),
         ({"rollout.cache_bucket": 0}, "rollout.cache_bucket"),
+        ({"dynamic_sampling.max_rounds": -1}, "dynamic_sampling.max_rounds"),
+        ({"dynamic_sampling.max_rounds": "many"}, "dynamic_sampling.max_rounds"),
+        ({"dynamic_sampling.max_rounds": 2, "trainer.per_device_train_batch_size": 2, "trainer.num_generations": 4,
+          "trainer.gradient_accumulation_steps": 2, "+trainer.steps_per_generation": 1}, "trainer.per_device_train_batch_size"),
     ],
 )
 def test_bad_settings_fail_early_with_the_key(mini_data, tiny_model, tmp_path, override, key):

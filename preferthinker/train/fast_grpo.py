@@ -166,12 +166,15 @@ def _through_wrapper(model: Any, fn: Callable[[], Any]) -> Any:
 def _make_fast_trainer_class():
     from trl import GRPOTrainer
 
-    class FastGRPOTrainer(GRPOTrainer):
+    from preferthinker.train.flat_groups import DynamicSamplingMixin
+
+    class FastGRPOTrainer(DynamicSamplingMixin, GRPOTrainer):
         """``GRPOTrainer`` whose log-prob pass runs each distinct prompt once for all the completions sharing it.
 
         Extra keyword ``shared_prefix``: ``"auto"`` (default) uses the shared pass unless the model has gradient
         checkpointing on (the shared pass cannot checkpoint, so it would hold every layer's activations), ``True``
-        uses it regardless (checkpointing is then off for that pass), ``False`` never. See the module docstring."""
+        uses it regardless (checkpointing is then off for that pass), ``False`` never. See the module docstring.
+        ``dynamic_sampling_rounds`` (default 0, off): see ``preferthinker.train.flat_groups``."""
 
         def __init__(self, *args: Any, shared_prefix: bool | str = "auto", **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -321,7 +324,7 @@ def __getattr__(name: str):  # lazy `from preferthinker.train.fast_grpo import F
 
 
 def make_grpo_trainer(fast: bool = True, *, rollout: Mapping[str, Any] | None = None, shared_prefix: bool | str = "auto",
-                      **trainer_kwargs: Any):
+                      dynamic_sampling_rounds: int = 0, **trainer_kwargs: Any):
     """Build the GRPO trainer: TRL's own (``fast=False``) or ``FastGRPOTrainer`` with ``FastRollout``.
 
     Args:
@@ -330,13 +333,20 @@ def make_grpo_trainer(fast: bool = True, *, rollout: Mapping[str, Any] | None = 
             ``stable_weights``).
         shared_prefix: run each distinct prompt once in the loss pass: ``"auto"`` (unless gradient checkpointing
             is on), ``True`` or ``False`` (see ``FastGRPOTrainer``).
+        dynamic_sampling_rounds: at most this many extra generation rounds per generation batch to replace groups
+            whose rewards are all equal (``preferthinker.train.flat_groups``); 0 = TRL's behaviour.
         **trainer_kwargs: everything ``GRPOTrainer`` takes (model, reward_funcs, args, train_dataset,
             processing_class, peft_config, callbacks, ...). A ``rollout_func`` given here wins over the fast one.
     """
     if not fast:
         from trl import GRPOTrainer
 
-        return GRPOTrainer(**trainer_kwargs)
+        if not dynamic_sampling_rounds:
+            return GRPOTrainer(**trainer_kwargs)
+        from preferthinker.train.flat_groups import DynamicSamplingMixin
+
+        cls = type("DynamicSamplingGRPOTrainer", (DynamicSamplingMixin, GRPOTrainer), {})
+        return cls(dynamic_sampling_rounds=dynamic_sampling_rounds, **trainer_kwargs)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is marked experimental in TRL 1.16
     trainer_kwargs.setdefault("rollout_func", TRLRolloutFunc(**dict(rollout or {})))
-    return fast_trainer_class()(shared_prefix=shared_prefix, **trainer_kwargs)
+    return fast_trainer_class()(shared_prefix=shared_prefix, dynamic_sampling_rounds=dynamic_sampling_rounds, **trainer_kwargs)

@@ -45,6 +45,22 @@ def validate(cfg: DictConfig) -> None:
     check(str(t.scale_rewards) in ("group", "batch", "none", "True", "False"), "trainer.scale_rewards", t.scale_rewards, "choose group, batch or none")
     check(float(t.beta) >= 0, "trainer.beta", t.beta, "the KL coefficient cannot be negative")
     rollout_settings(cfg.rollout)
+    dynamic_sampling_rounds(cfg)
+
+
+def dynamic_sampling_rounds(cfg: DictConfig) -> int:
+    """``dynamic_sampling.max_rounds`` checked: a whole number in 0..64, and whole groups on each process."""
+    ds = cfg.get("dynamic_sampling") or {}
+    raw = ds.get("max_rounds", 0)
+    check(isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= 64, "dynamic_sampling.max_rounds", raw,
+          "use a whole number of extra generation rounds in 0..64 (0 = off)")
+    if raw:
+        t = cfg.trainer
+        per_process = int(t.per_device_train_batch_size) * int(t.get("steps_per_generation") or t.get("gradient_accumulation_steps", 1))
+        check(per_process % int(t.num_generations) == 0, "trainer.per_device_train_batch_size", t.per_device_train_batch_size,
+              f"dynamic sampling regroups whole groups: per_device_train_batch_size x steps_per_generation ({per_process}) "
+              f"must be a multiple of num_generations={t.num_generations}")
+    return int(raw)
 
 
 def _tri(value: object, key: str) -> bool | None:
@@ -115,6 +131,10 @@ def step_times(history: list[dict]) -> dict:
             "steps": len(times)}
 
 
+def _mean(xs: list[float]) -> float | None:
+    return round(sum(xs) / len(xs), 4) if xs else None
+
+
 def run(cfg: DictConfig) -> dict:
     validate(cfg)
     run_dir = setup_run(cfg, "grpo")
@@ -174,6 +194,7 @@ def run(cfg: DictConfig) -> dict:
     # plain TRL; rollout=vllm: TRL's colocated vLLM generation with the shared-prompt loss pass.
     extra = {} if settings["engine"] != "vllm" else {"rollout_func": None}
     trainer = make_grpo_trainer(fast=settings["fast"], rollout=settings["rollout"], shared_prefix=settings["shared_prefix"],
+                                dynamic_sampling_rounds=dynamic_sampling_rounds(cfg),
                                 model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_ds,
                                 processing_class=processor, peft_config=peft_config(cfg), callbacks=fault_injection_callbacks(),
                                 **extra)
@@ -198,7 +219,10 @@ def run(cfg: DictConfig) -> dict:
         "distributed": dist_info,
         "rollout": rollout_report(trainer, settings),
         "step_time_s": step_times(history),
+        "dynamic_sampling": dict(getattr(trainer, "dynamic_sampling_stats", {}), max_rounds=dynamic_sampling_rounds(cfg)),
         **throughput(history, wall, trainer.model),
+        # share of the sampled groups whose rewards were all equal (no gradient), averaged over the logged steps
+        "frac_reward_zero_std_mean": _mean([h["frac_reward_zero_std"] for h in history if "frac_reward_zero_std" in h]),
         "last_logged": {k: next((h[k] for h in reversed(history) if k in h), None) for k in reward_keys},
     }
     if is_main_process():
