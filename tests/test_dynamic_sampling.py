@@ -77,6 +77,23 @@ def test_split_then_merge_gives_back_the_generation_output(tiny_model, mini_data
     assert mixed["image_grid_thw"].shape[0] == sum(mixed["num_images"])
 
 
+def test_flat_groups_despite_float_rounding_and_unscored_rows():
+    """Eight equal float32 sums 1.0 + 0.3 are flat although TRL's group std of them is ~1e-7 (its isclose against 1e-8
+    counts them as not flat); a group where one row differs by 0.3 is not; NaN (unscored) rows are ignored."""
+    from trl.trainer.utils import nanstd
+
+    from preferthinker.train.flat_groups import flat_groups
+
+    acc = torch.tensor([1.0] * 8 + [1.0] * 7 + [0.0] + [float("nan")] * 2 + [0.5] * 6)
+    fmt = torch.full((24,), 1.0)
+    rpf = torch.stack([acc, fmt], 1)
+    total = (rpf * torch.tensor([1.0, 0.3])).nansum(1)
+    assert not torch.isclose(nanstd(total[:8]), torch.tensor(0.0))  # what TRL's frac_reward_zero_std would test
+    assert flat_groups(rpf, 8).tolist() == [True, False, True]
+    assert flat_groups(torch.tensor([[0.2], [0.2000001], [0.9], [0.9]]), 2).tolist() == [True, True]
+    assert flat_groups(torch.tensor([[0.2], [0.21]]), 2).tolist() == [False]
+
+
 def test_unknown_output_keys_are_refused():
     from preferthinker.train.flat_groups import split_groups
 
@@ -129,3 +146,5 @@ def test_off_by_default_is_trl(tiny_model, mini_data, tmp_path):
     tr = _trainer(tiny_model, mini_data, tmp_path, _constant, 0)
     tr.train()
     assert tr.dynamic_sampling_stats["generations"] == 0 and tr.rollout_func.calls == 1
+    # the fast trainer still counts flat groups, with the tolerance (TRL's own metric says 0 or 1 by float luck)
+    assert [h["frac_reward_flat"] for h in tr.state.log_history if "frac_reward_flat" in h] == [1.0]

@@ -1,7 +1,8 @@
 """Dynamic sampling for GRPO (DAPO's "dynamic sampling"): groups whose completions all got the same reward are
 replaced by groups of freshly drawn prompts before the step trains on them.
 
-A group whose G rewards are equal has advantage 0 on every row, so it adds nothing to the policy gradient; with
+A group whose G rewards are equal has advantage 0 on every row (up to float rounding: ~1e-3 after TRL's scaling), so
+it adds nothing to the policy gradient but noise; with
 the loss normalised over all completion tokens of the batch (``loss_type=dapo``) it only dilutes the groups that do
 carry a signal. A sharp SFT policy makes most groups flat: its G samples write the same answer. With
 ``max_rounds = N > 0``, after TRL has generated and scored a generation batch, each flat group is set aside and up
@@ -15,9 +16,13 @@ Requirements: each process's generation batch holds whole groups (``per_device_t
 steps_per_generation`` a multiple of ``num_generations``); every process runs the same number of rounds (the
 decision is reduced across processes, since generation under ZeRO-3 or with the shared-prompt pass is collective).
 
-Logged per generation: ``dynamic_sampling/rounds`` (extra generation rounds run) and ``dynamic_sampling/frac_flat_kept``
-(share of the kept groups that are still flat). TRL's ``frac_reward_zero_std`` and reward means are logged for every
-round, discarded groups included: they describe what was sampled, not what was trained on.
+A group is flat when every reward function gave its rows the same value up to a relative 1e-6 (``flat_groups``): not
+"advantages exactly 0" and not TRL's ``frac_reward_zero_std``, which float rounding in the group mean defeats.
+
+Logged per generation: ``frac_reward_flat`` (share of flat groups in what TRL sampled first; logged with dynamic
+sampling off too, on the fast trainer), ``dynamic_sampling/rounds`` (extra generation rounds run) and
+``dynamic_sampling/frac_flat_kept`` (share of the kept groups that are still flat). TRL's own reward means are logged
+for every round, discarded groups included: they describe what was sampled, not what was trained on.
 """
 
 from __future__ import annotations
@@ -80,9 +85,19 @@ def split_groups(out: dict[str, Any], num_generations: int) -> list[dict[str, An
     return groups
 
 
-def is_flat(group: dict[str, Any]) -> bool:
-    """True when every row of the group has advantage exactly 0 (equal rewards, or unscorable)."""
-    return bool((group["advantages"] == 0).all())
+def flat_groups(rewards_per_func: torch.Tensor, num_generations: int, rel_tol: float = 1e-6) -> torch.Tensor:
+    """[rows, n_funcs] rewards -> one bool per group of ``num_generations`` rows: True when every reward function gave
+    the group's rows the same value (NaN = not scored, ignored). Compared with a tolerance, not through the
+    advantages: TRL's group mean of eight equal float32 sums such as 1.0 + 0.3 is off in the last bit, so a flat
+    group gets a reward std of ~1e-7 and advantages of ~1e-3 instead of 0 (and its ``frac_reward_zero_std``, an
+    ``isclose`` against atol 1e-8, counts none of them)."""
+    r = rewards_per_func.view(-1, num_generations, rewards_per_func.shape[-1])
+    nan = torch.isnan(r)
+    hi = torch.where(nan, torch.full_like(r, float("-inf")), r).amax(1)
+    lo = torch.where(nan, torch.full_like(r, float("inf")), r).amin(1)
+    spread = torch.where(torch.isfinite(hi) & torch.isfinite(lo), hi - lo, torch.zeros_like(hi))
+    scale = 1.0 + torch.where(torch.isfinite(hi), hi.abs(), torch.zeros_like(hi))
+    return (spread <= rel_tol * scale).all(-1)
 
 
 def _pad(t: torch.Tensor, width: int, left: bool, value: float | int) -> torch.Tensor:
@@ -149,6 +164,17 @@ class DynamicSamplingMixin:
                     f"= {per_process} is not a multiple of num_generations = {self.num_generations}")
         self.dynamic_sampling_stats = {"generations": 0, "extra_rounds": 0, "groups_kept": 0, "flat_groups_kept": 0}
 
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self.model.training:  # gathered over processes, as TRL computes the group statistics
+            self._last_flat = flat_groups(rewards_per_func.detach().float().cpu(), self.num_generations)
+        return rewards_per_func
+
+    def _local_flat(self, n_local_groups: int) -> list[bool]:
+        flags = self._last_flat.tolist()
+        start = int(self.accelerator.process_index) * n_local_groups
+        return flags[start:start + n_local_groups]
+
     def _draw_rows(self, n_prompts: int, round_: int) -> list[dict[str, Any]]:
         # a generator of their own, seeded by (seed, optimizer step, round, process): TRL's sampler and the global RNG
         # see the same draws with and without dynamic sampling, and a resumed run draws what the uninterrupted one did
@@ -162,22 +188,30 @@ class DynamicSamplingMixin:
         return bool(self.accelerator.reduce(t, reduction="sum").item() > 0)
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        self._last_flat = None
         out = super()._generate_and_score_completions(inputs)
-        if self.dynamic_sampling_rounds <= 0 or not self.model.training:
+        if not self.model.training or self._last_flat is None:
             return out
         g = self.num_generations
         need = len(inputs) // g
+        first = self._local_flat(need) if len(inputs) % g == 0 else []
+        if first:  # what TRL sampled, before any replacement (the tolerance-based count; see flat_groups)
+            self._metrics["train"]["frac_reward_flat"].append(sum(first) / len(first))
+        if self.dynamic_sampling_rounds <= 0:
+            return out
         kept, flat = [], []
-        for grp in split_groups(out, g):
-            (flat if is_flat(grp) else kept).append(grp)
+        for grp, is_flat in zip(split_groups(out, g), first, strict=True):
+            grp["_flat"] = is_flat
+            (flat if is_flat else kept).append(grp)
         rounds = 0
         while rounds < self.dynamic_sampling_rounds and self._any_process(len(kept) < need):
             rounds += 1
             more = super()._generate_and_score_completions(self._draw_rows(need, rounds))
-            for grp in split_groups(more, g):
-                (flat if is_flat(grp) else kept).append(grp)
+            for grp, is_flat in zip(split_groups(more, g), self._local_flat(need), strict=True):
+                grp["_flat"] = is_flat
+                (flat if is_flat else kept).append(grp)
         chosen = (kept + flat)[:need]
-        n_flat = sum(is_flat(c) for c in chosen)
+        n_flat = sum(c["_flat"] for c in chosen)
         merged = merge_groups(chosen, self._tokenizer.pad_token_id)
         loss_mask = merged["completion_mask"] if merged.get("tool_mask") is None else merged["completion_mask"] * merged["tool_mask"]
         merged["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()

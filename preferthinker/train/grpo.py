@@ -6,7 +6,8 @@ final HF directory -> curves + results.json.
 
 TRL logs, every step, `rewards/<name>/mean|std` for each reward (accuracy = answer accuracy, format =
 format rate, pref_profile / nonpref_profile = profile similarity), `reward`, `reward_std`, `kl`,
-`completions/mean_length` and `frac_reward_zero_std`.
+`completions/mean_length` and `frac_reward_zero_std` (which misses groups whose float32 reward mean is off in the
+last bit; the fast trainer also logs `frac_reward_flat`, counted with a tolerance: train/flat_groups.py).
 
     python scripts/train_grpo.py                                  # tiny default: continues the newest SFT run
     python scripts/train_grpo.py model.path=outputs/sft/<run>/final reward=acc_format
@@ -221,8 +222,9 @@ def run(cfg: DictConfig) -> dict:
         "step_time_s": step_times(history),
         "dynamic_sampling": dict(getattr(trainer, "dynamic_sampling_stats", {}), max_rounds=dynamic_sampling_rounds(cfg)),
         **throughput(history, wall, trainer.model),
-        # share of the sampled groups whose rewards were all equal (no gradient), averaged over the logged steps
-        "frac_reward_zero_std_mean": _mean([h["frac_reward_zero_std"] for h in history if "frac_reward_zero_std" in h]),
+        # share of the sampled groups whose rewards were all equal (no gradient; train/flat_groups.py counts them with a
+        # tolerance: TRL's frac_reward_zero_std misses groups whose float32 reward mean is off in the last bit)
+        "frac_reward_flat_mean": _mean([h["frac_reward_flat"] for h in history if "frac_reward_flat" in h]),
         "last_logged": {k: next((h[k] for h in reversed(history) if k in h), None) for k in reward_keys},
     }
     if is_main_process():
