@@ -53,33 +53,16 @@ def split_groups(out: dict[str, Any], num_generations: int) -> list[dict[str, An
     rows = int(out["prompt_ids"].shape[0])
     if rows % num_generations:
         raise ValueError(f"dynamic sampling: {rows} rows on this process is not a whole number of groups of {num_generations}")
-    per_row_pixels = per_row_grids = None
     if out.get("pixel_values") is not None:
         if out.get("image_grid_thw") is None or out.get("num_images") is None:
             raise ValueError("dynamic sampling: pixel_values without image_grid_thw/num_images (only Qwen-style image inputs are regrouped)")
-        lengths = out["image_grid_thw"].prod(-1).tolist()
-        counts = list(out["num_images"])
-        bounds = [0]
-        for c in counts:
-            bounds.append(bounds[-1] + int(c))
-        per_row_grids = [out["image_grid_thw"][bounds[i]:bounds[i + 1]] for i in range(rows)]
-        sizes = [int(sum(lengths[bounds[i]:bounds[i + 1]])) for i in range(rows)]
-        per_row_pixels = list(torch.split(out["pixel_values"], sizes, dim=0))
+        from trl.trainer.utils import split_pixel_values_by_grid
+
+        out = split_pixel_values_by_grid(out)  # pixel_values and image_grid_thw: one tensor per row
     groups = []
     for g in range(rows // num_generations):
         sl = slice(g * num_generations, (g + 1) * num_generations)
-        grp: dict[str, Any] = {}
-        for k, v in out.items():
-            if k == "num_items_in_batch" or v is None:
-                continue
-            if k == "pixel_values":
-                grp[k] = per_row_pixels[sl]
-            elif k == "image_grid_thw":
-                grp[k] = per_row_grids[sl]
-            elif k == "num_images":
-                grp[k] = list(v[sl])
-            else:
-                grp[k] = v[sl]
+        grp: dict[str, Any] = {k: v[sl] for k, v in out.items() if k != "num_items_in_batch" and v is not None}
         grp["_prompt_len"] = int(out["prompt_ids"].shape[1])
         groups.append(grp)
     return groups
@@ -137,13 +120,13 @@ def merge_groups(groups: Sequence[dict[str, Any]], pad_token_id: int) -> dict[st
             out[k] = torch.cat(parts)
         elif k in _ROW_KEYS:
             out[k] = torch.cat(vals)
-        elif k in ("pixel_values", "image_grid_thw"):
-            out[k] = torch.cat([t for v in vals for t in v], dim=0)
-        elif k == "num_images":
-            out[k] = [n for v in vals for n in v]
+        elif k in _IMAGE_KEYS:  # per-row lists (split_groups); TRL's unsplit concatenates the tensors below
+            out[k] = [t for v in vals for t in v]
         else:  # pragma: no cover - split_groups refuses unknown keys
             raise ValueError(f"dynamic sampling: cannot merge key {k}")
-    return out
+    from trl.trainer.utils import unsplit_pixel_values_by_grid
+
+    return unsplit_pixel_values_by_grid(out)
 
 
 class DynamicSamplingMixin:

@@ -138,6 +138,7 @@ def _mean(xs: list[float]) -> float | None:
 
 def run(cfg: DictConfig) -> dict:
     validate(cfg)
+    ds_rounds = dynamic_sampling_rounds(cfg)
     run_dir = setup_run(cfg, "grpo")
     spec = PromptSpec.from_cfg(cfg.prompt, cfg.model)
 
@@ -195,7 +196,7 @@ def run(cfg: DictConfig) -> dict:
     # plain TRL; rollout=vllm: TRL's colocated vLLM generation with the shared-prompt loss pass.
     extra = {} if settings["engine"] != "vllm" else {"rollout_func": None}
     trainer = make_grpo_trainer(fast=settings["fast"], rollout=settings["rollout"], shared_prefix=settings["shared_prefix"],
-                                dynamic_sampling_rounds=dynamic_sampling_rounds(cfg),
+                                dynamic_sampling_rounds=ds_rounds,
                                 model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_ds,
                                 processing_class=processor, peft_config=peft_config(cfg), callbacks=fault_injection_callbacks(),
                                 **extra)
@@ -220,7 +221,7 @@ def run(cfg: DictConfig) -> dict:
         "distributed": dist_info,
         "rollout": rollout_report(trainer, settings),
         "step_time_s": step_times(history),
-        "dynamic_sampling": dict(getattr(trainer, "dynamic_sampling_stats", {}), max_rounds=dynamic_sampling_rounds(cfg)),
+        "dynamic_sampling": dict(getattr(trainer, "dynamic_sampling_stats", {}), max_rounds=ds_rounds),
         **throughput(history, wall, trainer.model),
         # share of the sampled groups whose rewards were all equal (no gradient; train/flat_groups.py counts them with a
         # tolerance: TRL's frac_reward_zero_std misses groups whose float32 reward mean is off in the last bit)
