@@ -122,6 +122,8 @@ def test_rows_show_the_drawn_subset_with_unchanged_targets(mini_data):
         assert row["completion"] == f["completion"]  # the CoT target is the user's truth, whatever subset is shown
         # GRPO: the prompt shows the same subset; the reward columns keep the record's own references
         assert len(g["images"]) == n_refs + 2 and g["prefered_images"] == rec.preferred and g["solution"] == rec.label
+        # per-element truth for the element_scores reward (synthetic records carry it)
+        assert g["true_scores_a"] == rec.extra["true_scores_a"] and g["true_scores_b"] == rec.extra["true_scores_b"]
     assert len(counts) > 1
 
 

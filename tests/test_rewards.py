@@ -52,6 +52,8 @@ def cols(n=1, **over):
         "non_prefer_attributes": [NONPREF] * n,
         "reference_prompt_list": [["a scatter composition"]] * n,
         "content_seed": [1234] * n,
+        "true_scores_a": [[5, 4, 4, 5, 4]] * n,  # GOOD's own per-element scores (element_scores)
+        "true_scores_b": [[1, 2, 1, 0, 2]] * n,
     }
     base.update({k: (v if isinstance(v, list) else [v] * n) for k, v in over.items()})
     return base
@@ -128,6 +130,24 @@ def test_format_and_consistency():
     bad_total = GOOD.replace("=22", "=23")
     assert con([bad_total]) == [0.0]  # total does not equal the sum of its scores
     assert fmt(["<think>x</think><answer>Image A</answer>"]) == [0.0]  # profiles missing
+
+
+def test_element_scores_reward():
+    """The share of the ten per-element scores equal to the truth; 0.0 unread; None without truth; no truth
+    column at all is an error (real data has none), not a silent 0."""
+    rew = REWARDS["element_scores"](validate_reward_config({"names": ["element_scores"], "weights": [1.0]}))
+    assert rew.__name__ == "element_scores"
+    ta, tb = [5, 4, 4, 5, 4], [1, 2, 1, 0, 2]  # GOOD's own scores
+    one_off = render_response(PREF, NONPREF, [5, 4, 4, 5, 3], [1, 2, 1, 0, 2])
+    logged = {}
+    out = rew([GOOD, one_off, "<answer>Image A</answer>", GOOD], true_scores_a=[ta, ta, ta, None],
+              true_scores_b=[tb, tb, tb, None], log_metric=lambda k, v: logged.__setitem__(k, v))
+    assert out == [1.0, 0.9, 0.0, None]
+    assert logged["rewards/element_scores/scores_readable_rate"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="needs 'true_scores_a'.*PreferImg does not"):
+        rew([GOOD], true_scores_a=[None], true_scores_b=[None])
+    with pytest.raises(ValueError, match="row 0: expected five integers"):
+        rew([GOOD], true_scores_a=[[5, 4]], true_scores_b=[tb])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -499,7 +519,7 @@ def test_diffusers_failure_falls_back_to_text(caplog):
 
 
 def test_trl_shaped_call_conversational_and_plain(text_only):
-    funcs, weights = build_rewards({"names": list(REWARDS), "weights": [1.0, 0.3, 0.35, 0.35, 0.2],
+    funcs, weights = build_rewards({"names": list(REWARDS), "weights": [1.0, 0.3, 0.35, 0.35, 0.2, 1.0],
                                     "prediction": {"image_backend": "none"}})
     wrong = GOOD.replace("<answer>Image A", "<answer>Image B")
     plain = [GOOD, wrong, "nonsense"]

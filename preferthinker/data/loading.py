@@ -202,6 +202,9 @@ def build_examples(
                 "prefered_images": list(rec.preferred),
                 "non_prefered_images": list(rec.non_preferred),
                 "image_root": str(image_root),
+                # per-element truth where the data has it (synthetic records; None on PreferImg): reward element_scores
+                "true_scores_a": rec.extra.get("true_scores_a"),
+                "true_scores_b": rec.extra.get("true_scores_b"),
             }
         else:
             raise ValueError(f"kind must be 'sft' or 'grpo', got {kind!r}")

@@ -27,6 +27,8 @@ Rewards (``REWARDS``; name = TRL metric key ``rewards/<name>/mean``), each with 
   computes it, from T2I(reference prompt + predicted profile) vs the first reference image (``reward=paper_real``).
 * ``consistency`` (beyond the paper, off by default): 1.0 if the answer names the larger total and each
   total equals the sum of its five scores; never None.
+* ``element_scores`` (beyond the paper, synthetic data only): the share of the ten per-element scores equal
+  to the record's ``true_scores_a`` / ``true_scores_b``; None for a row without them.
 
 ``None`` means "this reward does not apply to this sample" (TRL turns it into NaN and ``nansum`` skips
 it); ``0.0`` means "the output is wrong or malformed". The two are never mixed up.
@@ -67,10 +69,12 @@ from preferthinker.rewards.backends import (
 from preferthinker.rewards.basic import (
     AccuracyReward,
     ConsistencyReward,
+    ElementScoresReward,
     FormatReward,
     Reward,
     accuracy_reward,
     consistency_reward,
+    element_scores_reward,
     format_reward,
 )
 from preferthinker.rewards.config import (
@@ -105,6 +109,7 @@ __all__ = [
     "DiffusersBackendConfig",
     "DiffusersImageBackend",
     "DreamSimMetric",
+    "ElementScoresReward",
     "EmbeddingPerceptualMetric",
     "FormatReward",
     "ImageBackendLoadError",
@@ -122,6 +127,7 @@ __all__ = [
     "build_rewards",
     "completion_text",
     "consistency_reward",
+    "element_scores_reward",
     "format_reward",
     "load_perceptual_metric",
     "register_plugin",

@@ -108,6 +108,46 @@ def consistency_reward(completions: Sequence[Any], log_metric: MetricFn | None =
     return out
 
 
+def element_scores_reward(completions: Sequence[Any], true_scores_a: Sequence[Any] | None = None,
+                          true_scores_b: Sequence[Any] | None = None, log_metric: MetricFn | None = None,
+                          max_chars: int = DEFAULT_MAX_CHARS, **kwargs: Any) -> list[float | None]:
+    """The share of the ten per-element scores (five per image) that equal the true ones; 0.0 when the think
+    block is not there once or its score lines do not read; None for rows without true scores.
+
+    Beyond the paper, and only for data that carries per-element truth (the synthetic records'
+    ``true_scores_a`` / ``true_scores_b``; PreferImg has none): a denser signal than the answer, which is one
+    bit per completion and decided by these scores. A dataset with no true scores at all is an error, not a 0.
+
+    Example::
+
+        >>> element_scores_reward(["<answer>Image A</answer>"], true_scores_a=[[5, 3, 3, 1, 5]], true_scores_b=[[3] * 5])
+        [0.0]
+    """
+    if true_scores_a is None or true_scores_b is None or all(t is None for t in true_scores_a):
+        raise ValueError("the element_scores reward needs 'true_scores_a' / 'true_scores_b' columns (per-element "
+                         "ground truth, which the synthetic data has and PreferImg does not); drop it from reward.names")
+    out: list[float | None] = []
+    readable: list[float] = []
+    for row, (text, ta, tb) in enumerate(zip((completion_text(c) for c in completions), true_scores_a, true_scores_b, strict=True)):
+        if ta is None or tb is None:
+            out.append(None)
+            continue
+        truth = [*ta, *tb]
+        if len(truth) != 10 or not all(isinstance(v, int) for v in truth):
+            raise ValueError(f"columns 'true_scores_a' / 'true_scores_b', row {row}: expected five integers each, got {ta!r} / {tb!r}")
+        a = parse_cached(text) if len(text) <= max_chars else None
+        if a is None or not blocks_exact(a, "think") or a.scores_a is None or a.scores_b is None:
+            out.append(0.0)
+            readable.append(0.0)
+            continue
+        readable.append(1.0)
+        out.append(sum(p == t for p, t in zip([*a.scores_a, *a.scores_b], truth, strict=True)) / 10.0)
+    sink = MetricSink("element_scores", log_metric)
+    sink.mean("score_accuracy", out)
+    sink.mean("scores_readable_rate", readable)
+    return out
+
+
 class Reward:
     """Base of the configured reward callables: a fixed ``__name__`` (TRL logs ``rewards/<__name__>/mean|std``)
     and plain attributes only, so instances pickle (multi-process data loaders, ``copy.deepcopy``)."""
@@ -157,3 +197,12 @@ class ConsistencyReward(Reward):
 
     def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
         return consistency_reward(completions, **{**kwargs, "max_chars": self.max_chars})
+
+
+class ElementScoresReward(Reward):
+    """``element_scores_reward`` with a configured ``max_chars``."""
+
+    name = "element_scores"
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        return element_scores_reward(completions, **{**kwargs, "max_chars": self.max_chars})

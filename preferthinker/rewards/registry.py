@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from preferthinker.rewards.basic import AccuracyReward, ConsistencyReward, FormatReward, Reward
+from preferthinker.rewards.basic import AccuracyReward, ConsistencyReward, ElementScoresReward, FormatReward, Reward
 from preferthinker.rewards.config import PROFILE_REWARDS, RewardConfig, parse_reward_config
 from preferthinker.rewards.profile import ProfileReward, ProfileScorer
 from preferthinker.runtime import ConfigError
@@ -31,6 +31,10 @@ def _consistency(cfg: RewardConfig, scorer: ProfileScorer | None = None) -> Cons
     return ConsistencyReward(max_chars=cfg.max_chars)
 
 
+def _element_scores(cfg: RewardConfig, scorer: ProfileScorer | None = None) -> ElementScoresReward:
+    return ElementScoresReward(max_chars=cfg.max_chars)
+
+
 def _pref_profile(cfg: RewardConfig, scorer: ProfileScorer | None = None) -> ProfileReward:
     return ProfileReward("pref", cfg.prediction, cfg.max_chars, scorer=scorer)
 
@@ -46,6 +50,7 @@ REWARDS: dict[str, Callable[..., Reward]] = {
     "pref_profile": _pref_profile,
     "nonpref_profile": _nonpref_profile,
     "consistency": _consistency,
+    "element_scores": _element_scores,
 }
 
 
