@@ -150,6 +150,25 @@ def test_element_scores_reward():
         rew([GOOD], true_scores_a=[[5, 4]], true_scores_b=[tb])
 
 
+def test_profile_exact_reward():
+    """The share of the ten profile slots whose term set equals the gold one (order- and case-free): a
+    multi-preference slot with one of its two terms scores 0 for that slot; None without gold; 0.0 unread."""
+    rew = REWARDS["profile_exact"](validate_reward_config({"names": ["profile_exact"], "weights": [1.0]}))
+    assert rew.__name__ == "profile_exact"
+    gold_p = {**PREF, "Art Styles": "Cubism, Minimalism"}
+    two = render_response({**PREF, "Art Styles": "minimalism, Cubism"}, NONPREF, [5, 4, 4, 5, 4], [1, 2, 1, 0, 2])
+    one = render_response(PREF, NONPREF, [5, 4, 4, 5, 4], [1, 2, 1, 0, 2])          # Art Styles: Cubism alone
+    twice = GOOD.replace("<visual non-preference profile>",
+                         block("visual preference profile", profile_lines(WRONG)) + "\n<visual non-preference profile>", 1)
+    logged = {}
+    out = rew([two, one, "<answer>Image A</answer>", twice, two], prefer_attributes=[gold_p] * 4 + [None],
+              non_prefer_attributes=[NONPREF] * 5, log_metric=lambda k, v: logged.__setitem__(k, v))
+    assert out == [1.0, 0.9, 0.0, 0.0, None]
+    assert logged["rewards/profile_exact/parsed_rate"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="needs 'prefer_attributes'"):
+        rew([GOOD])
+
+
 # ------------------------------------------------------------------------------------------------
 # hack resistance (one test each)
 
@@ -519,7 +538,7 @@ def test_diffusers_failure_falls_back_to_text(caplog):
 
 
 def test_trl_shaped_call_conversational_and_plain(text_only):
-    funcs, weights = build_rewards({"names": list(REWARDS), "weights": [1.0, 0.3, 0.35, 0.35, 0.2, 1.0],
+    funcs, weights = build_rewards({"names": list(REWARDS), "weights": [1.0, 0.3, 0.35, 0.35, 0.2, 1.0, 1.0],
                                     "prediction": {"image_backend": "none"}})
     wrong = GOOD.replace("<answer>Image A", "<answer>Image B")
     plain = [GOOD, wrong, "nonsense"]

@@ -29,6 +29,8 @@ Rewards (``REWARDS``; name = TRL metric key ``rewards/<name>/mean``), each with 
   total equals the sum of its five scores; never None.
 * ``element_scores`` (beyond the paper, synthetic data only): the share of the ten per-element scores equal
   to the record's ``true_scores_a`` / ``true_scores_b``; None for a row without them.
+* ``profile_exact`` (beyond the paper): the share of the ten profile slots (liked / disliked per element) whose
+  term set equals the gold one; None for a row without both gold profiles.
 
 ``None`` means "this reward does not apply to this sample" (TRL turns it into NaN and ``nansum`` skips
 it); ``0.0`` means "the output is wrong or malformed". The two are never mixed up.
@@ -71,11 +73,13 @@ from preferthinker.rewards.basic import (
     ConsistencyReward,
     ElementScoresReward,
     FormatReward,
+    ProfileExactReward,
     Reward,
     accuracy_reward,
     consistency_reward,
     element_scores_reward,
     format_reward,
+    profile_exact_reward,
 )
 from preferthinker.rewards.config import (
     DEFAULT_MAX_CHARS,
@@ -116,6 +120,7 @@ __all__ = [
     "ImageQuery",
     "OutOfVocabularyError",
     "PredictionConfig",
+    "ProfileExactReward",
     "ProfileReward",
     "ProfileScorer",
     "Reward",
@@ -129,6 +134,7 @@ __all__ = [
     "consistency_reward",
     "element_scores_reward",
     "format_reward",
+    "profile_exact_reward",
     "load_perceptual_metric",
     "register_plugin",
     "resolve_device",

@@ -148,6 +148,58 @@ def element_scores_reward(completions: Sequence[Any], true_scores_a: Sequence[An
     return out
 
 
+def profile_exact_reward(completions: Sequence[Any], prefer_attributes: Sequence[Any] | None = None,
+                         non_prefer_attributes: Sequence[Any] | None = None, log_metric: MetricFn | None = None,
+                         max_chars: int = DEFAULT_MAX_CHARS, **kwargs: Any) -> list[float | None]:
+    """The share of the ten profile slots (five elements x liked / disliked) whose set of terms equals the gold one
+    (case-insensitive, order-free); 0.0 when a profile block is not there exactly once or does not read as five
+    elements; None for rows without both gold profiles.
+
+    Beyond the paper: the prediction rewards' text similarity barely separates one liked term from two (s_text of
+    a profile missing one of two terms stays near 1), which is the multi-preference profile's commonest error. Any
+    data with gold profiles has what it needs (PreferImg included).
+
+    Example::
+
+        >>> from preferthinker.response import render_response
+        >>> p = {"Art Styles": "Cubism, Pop Art", "Color": "Teal", "Artistic Medium": "Pencil Sketch", "Saturation": "Muted", "Detail": "Fine"}
+        >>> n = {**p, "Art Styles": "Art Deco"}
+        >>> profile_exact_reward([render_response({**p, "Art Styles": "Pop Art"}, n, [5] * 5, [3] * 5)],
+        ...                      prefer_attributes=[p], non_prefer_attributes=[n])
+        [0.9]
+    """
+    from preferthinker.profile import ELEMENTS, split_terms
+    from preferthinker.response import NONPREF_TAG, PREF_TAG
+    from preferthinker.rewards.inputs import read_gold_profile
+
+    if prefer_attributes is None or non_prefer_attributes is None:
+        raise ValueError("the profile_exact reward needs 'prefer_attributes' and 'non_prefer_attributes' columns (gold profiles)")
+
+    def term_set(value: Any) -> frozenset[str]:
+        return frozenset(t.lower() for t in split_terms(str(value or "")))
+
+    out: list[float | None] = []
+    parsed: list[float] = []
+    for row, (text, gp, gn) in enumerate(zip((completion_text(c) for c in completions), prefer_attributes, non_prefer_attributes, strict=True)):
+        gold_p = read_gold_profile(gp, "prefer_attributes", row)
+        gold_n = read_gold_profile(gn, "non_prefer_attributes", row)
+        if gold_p is None or gold_n is None:
+            out.append(None)
+            continue
+        a = parse_cached(text) if len(text) <= max_chars else None
+        if a is None or a.preference is None or a.non_preference is None or not (blocks_exact(a, PREF_TAG) and blocks_exact(a, NONPREF_TAG)):
+            out.append(0.0)
+            parsed.append(0.0)
+            continue
+        parsed.append(1.0)
+        hits = sum(term_set(pred[e]) == term_set(gold[e]) for pred, gold in ((a.preference, gold_p), (a.non_preference, gold_n)) for e in ELEMENTS)
+        out.append(hits / (2 * len(ELEMENTS)))
+    sink = MetricSink("profile_exact", log_metric)
+    sink.mean("slot_accuracy", out)
+    sink.mean("parsed_rate", parsed)
+    return out
+
+
 class Reward:
     """Base of the configured reward callables: a fixed ``__name__`` (TRL logs ``rewards/<__name__>/mean|std``)
     and plain attributes only, so instances pickle (multi-process data loaders, ``copy.deepcopy``)."""
@@ -206,3 +258,12 @@ class ElementScoresReward(Reward):
 
     def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
         return element_scores_reward(completions, **{**kwargs, "max_chars": self.max_chars})
+
+
+class ProfileExactReward(Reward):
+    """``profile_exact_reward`` with a configured ``max_chars``."""
+
+    name = "profile_exact"
+
+    def __call__(self, completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+        return profile_exact_reward(completions, **{**kwargs, "max_chars": self.max_chars})

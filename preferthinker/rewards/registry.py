@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from preferthinker.rewards.basic import AccuracyReward, ConsistencyReward, ElementScoresReward, FormatReward, Reward
+from preferthinker.rewards.basic import AccuracyReward, ConsistencyReward, ElementScoresReward, FormatReward, ProfileExactReward, Reward
 from preferthinker.rewards.config import PROFILE_REWARDS, RewardConfig, parse_reward_config
 from preferthinker.rewards.profile import ProfileReward, ProfileScorer
 from preferthinker.runtime import ConfigError
@@ -35,6 +35,10 @@ def _element_scores(cfg: RewardConfig, scorer: ProfileScorer | None = None) -> E
     return ElementScoresReward(max_chars=cfg.max_chars)
 
 
+def _profile_exact(cfg: RewardConfig, scorer: ProfileScorer | None = None) -> ProfileExactReward:
+    return ProfileExactReward(max_chars=cfg.max_chars)
+
+
 def _pref_profile(cfg: RewardConfig, scorer: ProfileScorer | None = None) -> ProfileReward:
     return ProfileReward("pref", cfg.prediction, cfg.max_chars, scorer=scorer)
 
@@ -51,6 +55,7 @@ REWARDS: dict[str, Callable[..., Reward]] = {
     "nonpref_profile": _nonpref_profile,
     "consistency": _consistency,
     "element_scores": _element_scores,
+    "profile_exact": _profile_exact,
 }
 
 

@@ -152,3 +152,41 @@ def test_paired_compare_reads_two_prediction_folders(tmp_path, capsys):
     assert "| SP_ID | 6 | 100.0 | 50.0 | +50.0 |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="not a folder"):
         pc.main([str(tmp_path / "missing"), str(tmp_path / "b")])
+
+
+def _cot(read_a, read_b, liked, disliked):
+    """A compact CoT think block: one note per element, each checked against liked / disliked terms."""
+    parts = ["<think>"]
+    for k, (a, b, lk, dk) in enumerate(zip(read_a, read_b, liked, disliked), 1):
+        note = "; ".join([f"liked {lk} {'yes' if a == lk else 'no'}", f"disliked {dk} {'yes' if a == dk else 'no'}"])
+        note_b = "; ".join([f"liked {lk} {'yes' if b == lk else 'no'}", f"disliked {dk} {'yes' if b == dk else 'no'}"])
+        parts.append(f"{k}. Element {k}:\nA shows {a}; {note}. B shows {b}; {note_b}.\nImage A(3) - {a}, neutral;\nImage B(3) - {b}, neutral.\n")
+    return "\n".join(parts) + "Total:\n</think>"
+
+
+def test_profile_counterfactual_separates_profile_and_reading_errors(tmp_path):
+    from preferthinker.profile import ELEMENTS
+
+    pc = _import("profile_counterfactual")
+    liked, disliked, neutral = [f"L{k}" for k in range(5)], [f"D{k}" for k in range(5)], [f"N{k}" for k in range(5)]
+    true_a, true_b = [liked[0], *neutral[1:]], neutral   # A: 5+3+3+3+3 = 17, B: 15 -> Image A
+    bench = [{"true_profile_a": dict(zip(ELEMENTS, true_a)), "true_profile_b": dict(zip(ELEMENTS, true_b))}] * 2
+    truth = {"true_preference": dict(zip(ELEMENTS, liked)), "true_non_preference": dict(zip(ELEMENTS, disliked)),
+             "label": "Image A", "swapped": False}
+    # 0: read right, checked against a wrong liked term (a profile error) -> a tie; 1: A's first term misread -> a tie
+    wrong = ["W0", *liked[1:]]
+    recs = [{**truth, "index": 0, "answer": "Image A", "pred_preference": {ELEMENTS[0]: "W0"}, "raw": _cot(true_a, true_b, wrong, disliked)},
+            {**truth, "index": 1, "answer": "Image B", "pred_preference": {ELEMENTS[0]: "L0, L1"}, "raw": _cot(neutral, true_b, liked, disliked)}]
+    res = pc.analyse(recs, bench)
+    assert res["n"] == 2
+    assert res["accuracy"] == {"model": 50.0, "notes": 50.0, "true profile": 75.0, "true reading": 75.0, "both": 100.0}
+    assert res["liked_terms"] == {"true 1 -> written 1": 1, "true 1 -> written 2": 1}
+    # the command line reads <data-root>/data/<SUBSET>/<SUBSET>.json and names a missing one
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    (preds / "SP_ID.rank0.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    with pytest.raises(SystemExit, match="no bench file for subset SP_ID"):
+        pc.main([str(preds), "--data-root", str(tmp_path / "nowhere")])
+    (tmp_path / "root" / "data" / "SP_ID").mkdir(parents=True)
+    (tmp_path / "root" / "data" / "SP_ID" / "SP_ID.json").write_text(json.dumps(bench))
+    assert pc.main([str(preds), "--data-root", str(tmp_path / "root")])["SP_ID"] == res
