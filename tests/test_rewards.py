@@ -133,8 +133,8 @@ def test_format_and_consistency():
 
 
 def test_element_scores_reward():
-    """The share of the ten per-element scores equal to the truth; 0.0 unread; None without truth; no truth
-    column at all is an error (real data has none), not a silent 0."""
+    """The share of the ten per-element scores equal to the truth; 0.0 unread; None without truth; missing
+    columns are an error, not a silent 0 (the recipe refuses the reward when no record has truth)."""
     rew = REWARDS["element_scores"](validate_reward_config({"names": ["element_scores"], "weights": [1.0]}))
     assert rew.__name__ == "element_scores"
     ta, tb = [5, 4, 4, 5, 4], [1, 2, 1, 0, 2]  # GOOD's own scores
@@ -144,8 +144,9 @@ def test_element_scores_reward():
               true_scores_b=[tb, tb, tb, None], log_metric=lambda k, v: logged.__setitem__(k, v))
     assert out == [1.0, 0.9, 0.0, None]
     assert logged["rewards/element_scores/scores_readable_rate"] == pytest.approx(2 / 3)
+    assert rew([GOOD], true_scores_a=[None], true_scores_b=[None]) == [None]  # a real-data row among synthetic ones
     with pytest.raises(ValueError, match="needs 'true_scores_a'.*PreferImg does not"):
-        rew([GOOD], true_scores_a=[None], true_scores_b=[None])
+        rew([GOOD], solution=["Image A"])
     with pytest.raises(ValueError, match="row 0: expected five integers"):
         rew([GOOD], true_scores_a=[[5, 4]], true_scores_b=[tb])
 

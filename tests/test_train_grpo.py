@@ -162,3 +162,21 @@ def test_rollout_group_maps_to_the_trainer(mini_data, tiny_model, tmp_path, monk
     with pytest.raises(ConfigError, match="rollout.vllm_mode"):
         rollout_settings(_rollout_cfg(mini_data, tiny_model, tmp_path, "rollout=vllm", "rollout.vllm_mode=server").rollout)
     assert "vllm" not in _sys.modules  # looked up, never imported
+
+
+def test_element_scores_reward_is_refused_on_data_without_per_element_truth(mini_data, tiny_model, tmp_path):
+    """reward element_scores reads the synthetic records' true_scores_a/b; on a file without them (PreferImg has
+    none) the recipe stops at start-up naming the reward, before loading a model, instead of training on None."""
+    import json
+
+    from preferthinker.train.grpo import run
+
+    stripped = tmp_path / "grpo.jsonl"
+    lines = (mini_data / "train" / "grpo.jsonl").read_text().splitlines()
+    stripped.write_text("\n".join(json.dumps({k: v for k, v in json.loads(x).items() if not k.startswith("true_scores")})
+                                  for x in lines if x.strip()) + "\n")
+    reward = ["reward=acc_format", "reward.names=[accuracy,format,element_scores]", "reward.weights=[1.0,0.3,1.0]"]
+    cfg = _rollout_cfg(mini_data, tiny_model, tmp_path, *reward, f"data.train_grpo={stripped}",
+                       f"data.image_root={mini_data / 'train' / 'images'}")
+    with pytest.raises(ConfigError, match="reward.names includes element_scores, but no record of .* has true_scores_a"):
+        run(cfg)

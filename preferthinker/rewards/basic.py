@@ -112,18 +112,19 @@ def element_scores_reward(completions: Sequence[Any], true_scores_a: Sequence[An
                           true_scores_b: Sequence[Any] | None = None, log_metric: MetricFn | None = None,
                           max_chars: int = DEFAULT_MAX_CHARS, **kwargs: Any) -> list[float | None]:
     """The share of the ten per-element scores (five per image) that equal the true ones; 0.0 when the think
-    block is not there once or its score lines do not read; None for rows without true scores.
+    block is not there once or its score lines do not read; None for rows without true scores (the GRPO recipe
+    refuses the reward at start-up when no training record has them).
 
     Beyond the paper, and only for data that carries per-element truth (the synthetic records'
     ``true_scores_a`` / ``true_scores_b``; PreferImg has none): a denser signal than the answer, which is one
-    bit per completion and decided by these scores. A dataset with no true scores at all is an error, not a 0.
+    bit per completion and decided by these scores. Missing columns are an error, not a 0.
 
     Example::
 
         >>> element_scores_reward(["<answer>Image A</answer>"], true_scores_a=[[5, 3, 3, 1, 5]], true_scores_b=[[3] * 5])
         [0.0]
     """
-    if true_scores_a is None or true_scores_b is None or all(t is None for t in true_scores_a):
+    if true_scores_a is None or true_scores_b is None:
         raise ValueError("the element_scores reward needs 'true_scores_a' / 'true_scores_b' columns (per-element "
                          "ground truth, which the synthetic data has and PreferImg does not); drop it from reward.names")
     out: list[float | None] = []

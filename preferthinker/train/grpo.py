@@ -151,6 +151,9 @@ def run(cfg: DictConfig) -> dict:
     if cfg.data.get("max_samples"):
         records = records[: int(cfg.data.max_samples)]
     log.info("records: %d (from %s)", len(records), train_path)
+    if "element_scores" in list(cfg.reward.names) and not any(r.extra.get("true_scores_a") is not None for r in records):
+        raise ConfigError(f"reward.names includes element_scores, but no record of {train_path} has true_scores_a / true_scores_b "
+                          "(per-element truth, which the synthetic data has and PreferImg does not); drop it from reward.names")
 
     # 2. policy = the SFT checkpoint
     from preferthinker.modeling import count_parameters, load_model_and_processor
