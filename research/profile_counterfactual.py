@@ -34,7 +34,9 @@ WAYS = ("model", "notes", "true profile", "true reading", "both")
 
 
 def _terms(text: object) -> frozenset[str]:
-    return frozenset(t.strip() for t in str(text or "").split(",") if t.strip())
+    from preferthinker.profile import split_terms
+
+    return frozenset(split_terms(str(text or "")))
 
 
 def _answer(read_a: dict, read_b: dict, liked: dict, disliked: dict, elements: tuple[str, ...]) -> str | None:

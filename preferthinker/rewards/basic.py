@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from preferthinker.response import ANSWER_TAG
+from preferthinker.profile import ELEMENTS, split_terms
+from preferthinker.response import ANSWER_TAG, NONPREF_TAG, PREF_TAG
 from preferthinker.rewards.config import DEFAULT_MAX_CHARS, check_max_chars
-from preferthinker.rewards.inputs import MetricSink, blocks_exact, completion_text, parse_cached, read_label
+from preferthinker.rewards.inputs import MetricSink, blocks_exact, completion_text, parse_cached, read_gold_profile, read_label
 
 MetricFn = Callable[[str, float], None]
 
@@ -134,7 +135,7 @@ def element_scores_reward(completions: Sequence[Any], true_scores_a: Sequence[An
             out.append(None)
             continue
         truth = [*ta, *tb]
-        if len(truth) != 10 or not all(isinstance(v, int) for v in truth):
+        if len(truth) != 2 * len(ELEMENTS) or not all(isinstance(v, int) for v in truth):
             raise ValueError(f"columns 'true_scores_a' / 'true_scores_b', row {row}: expected five integers each, got {ta!r} / {tb!r}")
         a = parse_cached(text) if len(text) <= max_chars else None
         if a is None or not blocks_exact(a, "think") or a.scores_a is None or a.scores_b is None:
@@ -142,7 +143,7 @@ def element_scores_reward(completions: Sequence[Any], true_scores_a: Sequence[An
             readable.append(0.0)
             continue
         readable.append(1.0)
-        out.append(sum(p == t for p, t in zip([*a.scores_a, *a.scores_b], truth, strict=True)) / 10.0)
+        out.append(sum(p == t for p, t in zip([*a.scores_a, *a.scores_b], truth, strict=True)) / len(truth))
     sink = MetricSink("element_scores", log_metric)
     sink.mean("score_accuracy", out)
     sink.mean("scores_readable_rate", readable)
@@ -169,10 +170,6 @@ def profile_exact_reward(completions: Sequence[Any], prefer_attributes: Sequence
         ...                      prefer_attributes=[p], non_prefer_attributes=[n])
         [0.9]
     """
-    from preferthinker.profile import ELEMENTS, split_terms
-    from preferthinker.response import NONPREF_TAG, PREF_TAG
-    from preferthinker.rewards.inputs import read_gold_profile
-
     if prefer_attributes is None or non_prefer_attributes is None:
         raise ValueError("the profile_exact reward needs 'prefer_attributes' and 'non_prefer_attributes' columns (gold profiles)")
 
